@@ -1,0 +1,393 @@
+// Package config is the data plane's configuration: the one type that the StreamTunnel
+// controller writes into the proxy pod's ConfigMap and that the proxy and the sFlow sidecar
+// read, and that the standalone CLI builds from its flags. Keeping it in one place means the
+// controller and the data plane cannot disagree on a field.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/scitunnel/scitunnel/dataplane/scitag"
+)
+
+// CurrentVersion is the schema version written by this build. A reader refuses other versions
+// rather than guessing.
+const CurrentVersion = 1
+
+// Role says which end of a tunnel this proxy is.
+type Role string
+
+const (
+	// Inbound runs at the producer's facility: it accepts (m)TLS from peers and dials the
+	// producer application.
+	Inbound Role = "Inbound"
+	// Outbound runs at the consumer's facility: it accepts plain local connections from the
+	// consumer and dials the inbound end.
+	Outbound Role = "Outbound"
+)
+
+// Protocol is what the tunnel carries between its two ends.
+type Protocol string
+
+const (
+	// TLS: TCP streams carried over mutual TLS 1.3 (the default).
+	TLS Protocol = "TLS"
+	// TCP: a plain TCP relay with no encryption, for trusted research networks.
+	TCP Protocol = "TCP"
+	// UDP: datagrams; see UDPTransport for how they cross between the ends.
+	UDP Protocol = "UDP"
+)
+
+// UDPTransport says how UDP datagrams travel between the two ends.
+type UDPTransport string
+
+const (
+	// UDPOverTLS frames each datagram (2-byte length prefix) on a mutual-TLS stream. Datagram
+	// boundaries are preserved; datagrams above MaxFramedDatagram bytes are dropped and counted.
+	UDPOverTLS UDPTransport = "TLS"
+	// UDPPlain relays datagrams as datagrams, unencrypted.
+	UDPPlain UDPTransport = "Plain"
+)
+
+// MaxFramedDatagram is the largest UDP payload UDPOverTLS carries: the 16-bit length prefix,
+// which also covers the IPv6 jumbo-free maximum UDP payload (65527 bytes).
+const MaxFramedDatagram = 65535
+
+// Config is the whole data-plane configuration of one proxy pod (or one CLI invocation).
+type Config struct {
+	// Version of this schema; see CurrentVersion.
+	Version int `json:"version"`
+	// Tunnel names the tunnel in metrics, logs and fireflies, e.g. "namespace/name".
+	Tunnel string `json:"tunnel"`
+	Role   Role   `json:"role"`
+
+	Protocol     Protocol     `json:"protocol"`
+	UDPTransport UDPTransport `json:"udpTransport,omitempty"`
+
+	// Routes: one per listening port. Parallel streams and port ranges are expanded into
+	// routes before they reach the data plane (see Expand).
+	Routes []Route `json:"routes"`
+
+	// TLS is required for Protocol TLS and for UDP over TLS.
+	TLS *TLSConfig `json:"tls,omitempty"`
+
+	// Scitag, when set, is the tag the proxy stamps on the flow label of the connections it dials.
+	Scitag *Scitag `json:"scitag,omitempty"`
+
+	Fireflies *Fireflies `json:"fireflies,omitempty"`
+
+	// Telemetry configures the sFlow sidecar that shares the pod.
+	Telemetry *Telemetry `json:"telemetry,omitempty"`
+
+	// AdminAddress serves /healthz, /readyz, /metrics and /v1/connections. Default ":9090".
+	AdminAddress string `json:"adminAddress,omitempty"`
+	// ListenAddress is the host the listeners bind to; default "::" (all, dual-stack).
+	ListenAddress string `json:"listenAddress,omitempty"`
+
+	// DialTimeout bounds each dial to a target. Default 10s.
+	DialTimeout Duration `json:"dialTimeout,omitempty"`
+	// DrainTimeout is how long SIGTERM waits for active connections. Default 30s.
+	DrainTimeout Duration `json:"drainTimeout,omitempty"`
+	// IdleTimeout closes a connection idle in both directions this long; 0 means never
+	// (science streams may pause for long stretches).
+	IdleTimeout Duration `json:"idleTimeout,omitempty"`
+}
+
+// Route is one listening port and the target its connections are carried to.
+type Route struct {
+	// ListenPort: on an Inbound end the (m)TLS port peers connect to; on an Outbound end the
+	// plain local port consumers connect to.
+	ListenPort int `json:"listenPort"`
+	// Target "host:port": on an Inbound end the producer application; on an Outbound end the
+	// inbound end's listener.
+	Target string `json:"target"`
+}
+
+// TLSConfig names PEM files. They are re-read when they change on disk, so a renewed Secret
+// mounted into the pod takes effect for new connections without a restart.
+type TLSConfig struct {
+	CertFile string `json:"certFile"`
+	KeyFile  string `json:"keyFile"`
+	// CAFile holds the CA(s) that sign the peer's certificate.
+	CAFile string `json:"caFile"`
+	// AllowedSANs (Inbound): the client certificate must carry one of these DNS, URI or IP SANs.
+	// Empty means any certificate signed by CAFile.
+	AllowedSANs []string `json:"allowedSANs,omitempty"`
+	// ServerName (Outbound): the name the inbound end's certificate must carry. Default: the
+	// host part of each route's target.
+	ServerName string `json:"serverName,omitempty"`
+}
+
+// Scitag is the resolved tag of the tunnel's flows.
+type Scitag struct {
+	ExperimentID int `json:"experimentId"`
+	ActivityID   int `json:"activityId"`
+	// Name is "expName.activityName", for metrics and logs.
+	Name string `json:"name,omitempty"`
+	// Entropy fills the five entropy bits with fresh random bits per connection.
+	Entropy bool `json:"entropy"`
+}
+
+// FlowLabel is the label without entropy.
+func (s Scitag) FlowLabel() uint32 {
+	l, _ := scitag.Label(s.ExperimentID, s.ActivityID)
+	return l
+}
+
+// Fireflies announces flows (scitags firefly JSON, syslog-framed) over UDP.
+type Fireflies struct {
+	Enabled bool `json:"enabled"`
+	// Collectors are "host:port" addresses; port 10514 is the scitags convention.
+	Collectors []string `json:"collectors,omitempty"`
+	// ToPeer also sends each firefly to the flow's peer on port 10514, as flowd does.
+	ToPeer bool `json:"toPeer,omitempty"`
+	// Application goes into the firefly's context.application.
+	Application string `json:"application,omitempty"`
+}
+
+// Telemetry configures the sFlow sidecar.
+type Telemetry struct {
+	// SamplingRate N samples 1 in N packets; 0 turns the in-pod sampler off.
+	SamplingRate int `json:"samplingRate"`
+	// PollingInterval between interface counter samples. Default 20s.
+	PollingInterval Duration `json:"pollingInterval,omitempty"`
+	// Interfaces to sample; empty means every non-loopback interface in the pod.
+	Interfaces []string `json:"interfaces,omitempty"`
+	// Collectors receive the sampler's sFlow datagrams besides the local analyzer
+	// ("host:port", e.g. an sFlow-RT at port 6343).
+	Collectors []string `json:"collectors,omitempty"`
+	// AnalyzerAddress is where the analyzer listens for sFlow (from our sampler and from
+	// switches). Default ":6343".
+	AnalyzerAddress string `json:"analyzerAddress,omitempty"`
+	// HTTPAddress serves /v1/flows, /v1/tags and /metrics. Default ":9091".
+	HTTPAddress string `json:"httpAddress,omitempty"`
+	// Window is the smoothing window of the rate estimates. Default 10s.
+	Window Duration `json:"window,omitempty"`
+	// RegistryFile is a scitags registry (api.json format) to name tags; empty means the
+	// snapshot compiled into the binary.
+	RegistryFile string `json:"registryFile,omitempty"`
+	// AssignedTags are the tags the operator assigned to this pod ("exp.act" ids, e.g. "2.16"):
+	// the second signal that separates marked traffic from Linux's random labels.
+	AssignedTags []string `json:"assignedTags,omitempty"`
+}
+
+// Duration is a time.Duration that reads and writes as "10s" in JSON.
+type Duration struct{ time.Duration }
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"10s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// Load reads, defaults and validates a configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data)
+}
+
+// Parse decodes JSON strictly (unknown fields are errors, so a typo is not silently ignored),
+// fills defaults and validates.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.Default()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Marshal renders the configuration as the controller stores it in the ConfigMap.
+func (c *Config) Marshal() ([]byte, error) { return json.MarshalIndent(c, "", "  ") }
+
+// Default fills every unset field that has a default.
+func (c *Config) Default() {
+	if c.Version == 0 {
+		c.Version = CurrentVersion
+	}
+	if c.Protocol == "" {
+		c.Protocol = TLS
+	}
+	if c.Protocol == UDP && c.UDPTransport == "" {
+		c.UDPTransport = UDPOverTLS
+	}
+	if c.AdminAddress == "" {
+		c.AdminAddress = ":9090"
+	}
+	if c.ListenAddress == "" {
+		c.ListenAddress = "::"
+	}
+	if c.DialTimeout.Duration == 0 {
+		c.DialTimeout.Duration = 10 * time.Second
+	}
+	if c.DrainTimeout.Duration == 0 {
+		c.DrainTimeout.Duration = 30 * time.Second
+	}
+	if t := c.Telemetry; t != nil {
+		if t.PollingInterval.Duration == 0 {
+			t.PollingInterval.Duration = 20 * time.Second
+		}
+		if t.AnalyzerAddress == "" {
+			t.AnalyzerAddress = ":6343"
+		}
+		if t.HTTPAddress == "" {
+			t.HTTPAddress = ":9091"
+		}
+		if t.Window.Duration == 0 {
+			t.Window.Duration = 10 * time.Second
+		}
+	}
+}
+
+// NeedsTLS reports whether the ends talk (m)TLS to each other.
+func (c *Config) NeedsTLS() bool {
+	return c.Protocol == TLS || (c.Protocol == UDP && c.UDPTransport == UDPOverTLS)
+}
+
+// Validate returns every problem at once, each naming the field and what is allowed.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	if c.Version != CurrentVersion {
+		bad("version", "is %d, this build reads version %d", c.Version, CurrentVersion)
+	}
+	if c.Role != Inbound && c.Role != Outbound {
+		bad("role", "is %q, must be %q or %q", c.Role, Inbound, Outbound)
+	}
+	switch c.Protocol {
+	case TLS, TCP:
+		if c.UDPTransport != "" {
+			bad("udpTransport", "applies only to protocol UDP")
+		}
+	case UDP:
+		if c.UDPTransport != UDPOverTLS && c.UDPTransport != UDPPlain {
+			bad("udpTransport", "is %q, must be %q or %q", c.UDPTransport, UDPOverTLS, UDPPlain)
+		}
+	default:
+		bad("protocol", "is %q, must be %q, %q or %q", c.Protocol, TLS, TCP, UDP)
+	}
+	if len(c.Routes) == 0 {
+		bad("routes", "at least one route (listen port and target) is required")
+	}
+	ports := map[int]bool{}
+	for i, r := range c.Routes {
+		f := fmt.Sprintf("routes[%d]", i)
+		if r.ListenPort < 1 || r.ListenPort > 65535 {
+			bad(f+".listenPort", "is %d, must be 1..65535", r.ListenPort)
+		} else if ports[r.ListenPort] {
+			bad(f+".listenPort", "port %d is used by another route", r.ListenPort)
+		}
+		ports[r.ListenPort] = true
+		if err := checkHostPort(r.Target); err != nil {
+			bad(f+".target", "%v", err)
+		}
+	}
+	if c.NeedsTLS() {
+		if c.TLS == nil {
+			bad("tls", "is required for protocol %s (certFile, keyFile, caFile)", c.Protocol)
+		} else {
+			for field, v := range map[string]string{"certFile": c.TLS.CertFile, "keyFile": c.TLS.KeyFile, "caFile": c.TLS.CAFile} {
+				if v == "" {
+					bad("tls."+field, "is required")
+				}
+			}
+			if c.Role == Outbound && len(c.TLS.AllowedSANs) > 0 {
+				bad("tls.allowedSANs", "applies only to the Inbound end (it checks client identities)")
+			}
+		}
+	} else if c.TLS != nil && c.Role == Inbound && len(c.TLS.AllowedSANs) > 0 {
+		bad("tls.allowedSANs", "has no effect without TLS (protocol %s)", c.Protocol)
+	}
+	if s := c.Scitag; s != nil {
+		if _, err := scitag.Label(s.ExperimentID, s.ActivityID); err != nil {
+			bad("scitag", "%v", err)
+		}
+	}
+	if f := c.Fireflies; f != nil {
+		for i, a := range f.Collectors {
+			if err := checkHostPort(a); err != nil {
+				bad(fmt.Sprintf("fireflies.collectors[%d]", i), "%v", err)
+			}
+		}
+	}
+	if t := c.Telemetry; t != nil {
+		if t.SamplingRate < 0 {
+			bad("telemetry.samplingRate", "is %d, must be 0 (off) or a positive 1-in-N rate", t.SamplingRate)
+		}
+		for i, a := range t.Collectors {
+			if err := checkHostPort(a); err != nil {
+				bad(fmt.Sprintf("telemetry.collectors[%d]", i), "%v", err)
+			}
+		}
+		for i, tag := range t.AssignedTags {
+			if _, _, err := ParseTagIDs(tag); err != nil {
+				bad(fmt.Sprintf("telemetry.assignedTags[%d]", i), "%v", err)
+			}
+		}
+	}
+	for name, d := range map[string]Duration{"dialTimeout": c.DialTimeout, "drainTimeout": c.DrainTimeout, "idleTimeout": c.IdleTimeout} {
+		if d.Duration < 0 {
+			bad(name, "must not be negative")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ParseTagIDs reads an "exp.act" id pair such as "2.16".
+func ParseTagIDs(s string) (experimentID, activityID int, err error) {
+	e, a, ok := strings.Cut(s, ".")
+	if ok {
+		experimentID, err = strconv.Atoi(e)
+		if err == nil {
+			activityID, err = strconv.Atoi(a)
+		}
+	}
+	if !ok || err != nil {
+		return 0, 0, fmt.Errorf("%q is not an \"experimentId.activityId\" pair such as \"2.16\"", s)
+	}
+	if _, err := scitag.Label(experimentID, activityID); err != nil {
+		return 0, 0, err
+	}
+	return experimentID, activityID, nil
+}
+
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (IPv6 hosts in brackets: [2001:db8::1]:5000)", s)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", s)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: port must be 1..65535", s)
+	}
+	return nil
+}

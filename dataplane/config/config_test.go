@@ -1,0 +1,90 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const validInbound = `{
+  "version": 1, "tunnel": "ns/in", "role": "Inbound",
+  "routes": [{"listenPort": 5100, "target": "producer:5074"}],
+  "tls": {"certFile": "/c", "keyFile": "/k", "caFile": "/ca", "allowedSANs": ["spiffe://x"]},
+  "scitag": {"experimentId": 2, "activityId": 16, "entropy": true},
+  "drainTimeout": "5s"
+}`
+
+func TestParseDefaultsAndRoundTrip(t *testing.T) {
+	c, err := Parse([]byte(validInbound))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Protocol != TLS || c.AdminAddress != ":9090" || c.DialTimeout.Duration != 10*time.Second || c.DrainTimeout.Duration != 5*time.Second {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+	if c.Scitag.FlowLabel() != 65600 {
+		t.Fatalf("flow label %d", c.Scitag.FlowLabel())
+	}
+	out, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Parse(out)
+	if err != nil {
+		t.Fatalf("re-parse of marshalled config: %v\n%s", err, out)
+	}
+	if again.DrainTimeout != c.DrainTimeout || again.Routes[0] != c.Routes[0] {
+		t.Fatalf("round trip changed the config")
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	cases := map[string]struct{ doc, want string }{
+		"unknown field":  {`{"version":1,"role":"Inbound","routes":[{"listenPort":1,"target":"a:1"}],"protocol":"TCP","bogus":1}`, "bogus"},
+		"bad role":       {`{"version":1,"role":"Sideways","protocol":"TCP","routes":[{"listenPort":1,"target":"a:1"}]}`, "role"},
+		"bad protocol":   {`{"version":1,"role":"Inbound","protocol":"SCTP","routes":[{"listenPort":1,"target":"a:1"}]}`, "protocol"},
+		"no routes":      {`{"version":1,"role":"Inbound","protocol":"TCP"}`, "routes"},
+		"port range":     {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":70000,"target":"a:1"}]}`, "routes[0].listenPort"},
+		"dup port":       {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"},{"listenPort":5,"target":"a:2"}]}`, "routes[1].listenPort"},
+		"bad target":     {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"nohostport"}]}`, "routes[0].target"},
+		"tls missing":    {`{"version":1,"role":"Inbound","routes":[{"listenPort":5,"target":"a:1"}]}`, "tls"},
+		"future version": {`{"version":2,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}]}`, "version"},
+		"bad scitag":     {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"scitag":{"experimentId":600,"activityId":1}}`, "scitag"},
+		"bad duration":   {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"drainTimeout":"soon"}`, "duration"},
+		"bad assigned":   {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"telemetry":{"samplingRate":10,"assignedTags":["atlas"]}}`, "assignedTags"},
+	}
+	for name, c := range cases {
+		_, err := Parse([]byte(c.doc))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one naming %q", name, err, c.want)
+		}
+	}
+}
+
+func TestExpand(t *testing.T) {
+	routes, err := Expand(PortRange(5100, 5), []string{"p:5074", "p:5075"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"p:5074", "p:5075", "p:5074", "p:5075", "p:5074"}
+	for i, r := range routes {
+		if r.ListenPort != 5100+i || r.Target != want[i] {
+			t.Fatalf("route %d = %+v", i, r)
+		}
+	}
+	if _, err := Expand([]int{1}, []string{"a:1", "b:2"}); err == nil {
+		t.Fatal("fewer ports than targets accepted")
+	}
+}
+
+func TestParsePorts(t *testing.T) {
+	p, err := ParsePorts("5100-5102, 6000")
+	if err != nil || len(p) != 4 || p[2] != 5102 || p[3] != 6000 {
+		t.Fatalf("ParsePorts = %v, %v", p, err)
+	}
+	for _, bad := range []string{"", "0", "5-3", "x", "70000"} {
+		if _, err := ParsePorts(bad); err == nil {
+			t.Errorf("ParsePorts(%q) accepted", bad)
+		}
+	}
+}
