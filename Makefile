@@ -1,0 +1,225 @@
+# SciTunnel Makefile. `make help` lists the targets.
+#
+# Everything builds from the Go module proxy into the git-ignored bin/: pinned tools
+# (bin/<tool>-<version>), Kubernetes binaries (bin/k8s/<version>-<os>-<arch>/), image tarballs
+# (bin/images/), the local cluster's state (bin/cluster/).
+#
+# Adding your targets: append a section at the END of this file, delimited like
+#
+#   ##@ Sflow (owner: sFlow engineer)
+#   # ---- begin sflow ----
+#   fuzz-short: ## run each fuzz target for a few seconds
+#   	...
+#   TEST_PHASES_FUZZ += fuzz-short
+#   # ---- end sflow ----
+#
+# `make test` runs the TEST_PHASES_* lists below in order (static checks, go test, fuzz, e2e);
+# add your phase to the right list with `+=` in your section. `## text` after a target name is
+# its `make help` line; `##@ Title` starts a help group.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+.DEFAULT_GOAL := help
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+LOCALBIN ?= $(ROOT)/bin
+GOOS ?= $(shell go env GOOS)
+GOARCH ?= $(shell go env GOARCH)
+
+# Build version: stamped into the binaries (-X main.version) and used as the image tag.
+VERSION ?= $(shell git -C $(ROOT) describe --tags --always --dirty 2>/dev/null || echo dev)
+
+## Pinned versions (also in DEVELOPERS.md).
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+HELM_VERSION ?= v3.22.0
+KUSTOMIZE_VERSION ?= v5.8.3
+K8S_VERSION ?= 1.37.2
+ETCD_VERSION ?= 3.6.16
+COREDNS_VERSION ?= 1.15.0
+
+## Tool binaries (versioned file names, so a version bump reinstalls).
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+
+## Kubernetes binaries built from source (hack/k8s-binaries.sh). envtest reads KUBEBUILDER_ASSETS.
+K8S_BIN_DIR ?= $(LOCALBIN)/k8s/$(K8S_VERSION)-$(GOOS)-$(GOARCH)
+export KUBEBUILDER_ASSETS := $(K8S_BIN_DIR)
+K8S_BINARIES_ENV = K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) \
+	COREDNS_VERSION=$(COREDNS_VERSION) K8S_BIN_DIR=$(K8S_BIN_DIR)
+
+## Images (tarballs for `ctr images import`; tags other than latest so IfNotPresent never pulls).
+IMAGES_DIR ?= $(LOCALBIN)/images
+IMG_TAG ?= $(VERSION)
+MANAGER_IMG ?= localhost/scitunnel/manager:$(IMG_TAG)
+DATAPLANE_IMG ?= localhost/scitunnel/dataplane:$(IMG_TAG)
+PAUSE_IMG ?= localhost/local/pause:1
+COREDNS_IMG ?= localhost/local/coredns:$(COREDNS_VERSION)
+# Tests (e2e) and the chart read the image references from the environment.
+export MANAGER_IMG DATAPLANE_IMG
+
+## Local cluster (hack/local-cluster). Its kubeconfig is written to CLUSTER_KUBECONFIG.
+CLUSTER_DIR ?= $(LOCALBIN)/cluster
+CLUSTER_KUBECONFIG ?= $(CLUSTER_DIR)/kubeconfig
+CLUSTER_ENV = K8S_BIN_DIR=$(K8S_BIN_DIR) CLUSTER_DIR=$(CLUSTER_DIR) IMAGES_DIR=$(IMAGES_DIR)
+
+## Static, reproducible Go builds.
+GO_BUILD_ENV = CGO_ENABLED=0 GOOS=$(GOOS) GOARCH=$(GOARCH)
+GO_LDFLAGS ?= -s -w -X main.version=$(VERSION)
+GO_BUILD_FLAGS ?= -trimpath -ldflags '$(GO_LDFLAGS)'
+
+## go test: -count=1 never reuses a cached result; -p 1 runs one package's tests at a time,
+## because privileged tests create network namespaces, veths and sockets that another
+## package's tests must not race with (compilation still uses every core).
+GO_TEST_FLAGS ?= -count=1 -p 1 -timeout 30m
+# Packages `make test-go` leaves out (they have their own phase).
+GO_TEST_EXCLUDE ?= /test/e2e
+
+## `make test` phases, run in this order. Sections append with +=.
+TEST_PHASES_STATIC := verify-fmt verify-generated vet
+TEST_PHASES_GO := test-go
+TEST_PHASES_FUZZ :=
+TEST_PHASES_E2E :=
+
+## Paths whose generated content `make verify-generated` checks (others may +=).
+GENERATED_PATHS := api config
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} \
+		/^[a-zA-Z0-9_.-]+:.*?##/ { printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2 } \
+		/^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate CRDs (config/crd/bases) and RBAC (config/rbac) from the API types and markers.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods for the API types.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./..."
+
+.PHONY: fmt
+fmt: ## Run go fmt over the module.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet over the module.
+	go vet ./...
+
+.PHONY: verify-fmt
+verify-fmt: ## Fail if a tracked or new Go file is not gofmt-ed.
+	@files=$$(git ls-files --cached --others --exclude-standard -- '*.go' | xargs -r gofmt -l); \
+	if [[ -n "$$files" ]]; then echo "not gofmt-ed (run make fmt):"; echo "$$files"; exit 1; fi
+
+.PHONY: verify-generated
+verify-generated: manifests generate ## Fail if generated files (CRDs, RBAC, deepcopy) differ from what is committed.
+	@if ! git diff --quiet -- $(GENERATED_PATHS); then \
+		echo "generated files are stale; run 'make manifests generate' and commit:"; \
+		git diff --stat -- $(GENERATED_PATHS); exit 1; fi
+	@new=$$(git ls-files --others --exclude-standard -- $(GENERATED_PATHS)); \
+	if [[ -n "$$new" ]]; then echo "generated files not committed:"; echo "$$new"; exit 1; fi
+
+##@ Build
+
+.PHONY: build
+build: ## Build static bin/manager (./cmd) and bin/scitunnel (./cmd/scitunnel).
+	$(GO_BUILD_ENV) go build $(GO_BUILD_FLAGS) -o $(LOCALBIN)/manager ./cmd
+	$(GO_BUILD_ENV) go build $(GO_BUILD_FLAGS) -o $(LOCALBIN)/scitunnel ./cmd/scitunnel
+
+.PHONY: run
+run: manifests generate fmt vet ## Run the manager from source against the cluster in $KUBECONFIG.
+	go run ./cmd
+
+##@ Test
+
+.PHONY: test
+test: ## Everything CI runs: static checks, go test (unit, envtest, privileged), fuzz, e2e.
+	@hack/run-phases.sh $(TEST_PHASES_STATIC) $(TEST_PHASES_GO) $(TEST_PHASES_FUZZ) $(TEST_PHASES_E2E)
+
+.PHONY: test-go
+test-go: envtest-binaries ## go test every package but e2e: unit, envtest suites, privileged (root) tests.
+	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e '$(GO_TEST_EXCLUDE)')
+
+##@ Images
+
+.PHONY: images
+images: build ## Pack the manager and data-plane images into bin/images/*.tar (no base image, reproducible).
+	go run ./hack/imagepack -o $(IMAGES_DIR)/manager.tar -t $(MANAGER_IMG) \
+		-entrypoint /manager $(LOCALBIN)/manager=/manager
+	go run ./hack/imagepack -o $(IMAGES_DIR)/dataplane.tar -t $(DATAPLANE_IMG) \
+		-entrypoint /scitunnel $(LOCALBIN)/scitunnel=/scitunnel
+
+.PHONY: cluster-images
+cluster-images: cluster-binaries ## Pack the local cluster's own images: pause and CoreDNS.
+	$(GO_BUILD_ENV) go build $(GO_BUILD_FLAGS) -o $(LOCALBIN)/pause ./hack/pause
+	go run ./hack/imagepack -o $(IMAGES_DIR)/pause.tar -t $(PAUSE_IMG) \
+		-entrypoint /pause $(LOCALBIN)/pause=/pause
+	go run ./hack/imagepack -o $(IMAGES_DIR)/coredns.tar -t $(COREDNS_IMG) \
+		-entrypoint /coredns $(K8S_BIN_DIR)/coredns=/coredns
+
+.PHONY: docker-build
+docker-build: ## Build both images with Docker from the Dockerfile (where a Docker engine exists).
+	docker build --target manager --build-arg VERSION=$(VERSION) -t $(MANAGER_IMG) .
+	docker build --target dataplane --build-arg VERSION=$(VERSION) -t $(DATAPLANE_IMG) .
+
+##@ Local cluster
+
+.PHONY: envtest-binaries
+envtest-binaries: ## Build kube-apiserver and etcd for envtest into bin/k8s/ (once; ~5 min cold).
+	@$(K8S_BINARIES_ENV) hack/k8s-binaries.sh envtest
+
+.PHONY: cluster-binaries
+cluster-binaries: ## Build all the local cluster's Kubernetes binaries, etcd and CoreDNS (once; ~8 min cold).
+	@$(K8S_BINARIES_ENV) hack/k8s-binaries.sh cluster
+
+.PHONY: cluster-up
+cluster-up: cluster-binaries cluster-images images ## Start (or reuse) the single-node local cluster; kubeconfig in bin/cluster/kubeconfig.
+	@$(CLUSTER_ENV) hack/local-cluster/up
+
+.PHONY: cluster-load-images
+cluster-load-images: images ## Re-import bin/images/*.tar into the running local cluster.
+	@$(CLUSTER_ENV) hack/local-cluster/load-images
+
+.PHONY: cluster-down
+cluster-down: ## Tear the local cluster down and leave nothing behind.
+	@$(CLUSTER_ENV) hack/local-cluster/down
+
+.PHONY: cluster-check-clean
+cluster-check-clean: ## Fail if anything of the local cluster is left on the host (run after cluster-down).
+	@$(CLUSTER_ENV) hack/local-cluster/check-clean
+
+##@ Tools
+
+.PHONY: controller-gen helm kustomize tools
+tools: controller-gen helm kustomize ## Install every pinned tool into bin/.
+controller-gen: $(CONTROLLER_GEN) ## Install controller-gen into bin/.
+helm: $(HELM) ## Install helm into bin/.
+kustomize: $(KUSTOMIZE) ## Install kustomize into bin/.
+
+$(CONTROLLER_GEN):
+	$(call go-install-tool,controller-gen,sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
+$(HELM):
+	$(call go-install-tool,helm,helm.sh/helm/v3/cmd/helm,$(HELM_VERSION),-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION))
+$(KUSTOMIZE):
+	$(call go-install-tool,kustomize,sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+
+# go-install-tool NAME,PACKAGE,VERSION[,LDFLAGS]: `go install` into a temporary GOBIN, move the
+# binary to bin/NAME-VERSION (atomic: an interrupted install leaves nothing half-written) and
+# point the bin/NAME symlink at it for interactive use.
+define go-install-tool
+@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+echo "installing $(2)@$(3) into $(LOCALBIN)"; \
+mkdir -p $(LOCALBIN); \
+GOBIN="$$tmp" GOWORK=off go install -trimpath -ldflags '-s -w $(4)' $(2)@$(3); \
+mv "$$tmp/$(1)" $(LOCALBIN)/$(1)-$(3); \
+ln -sfn $(1)-$(3) $(LOCALBIN)/$(1)
+endef
+
+# ---------------------------------------------------------------------------------------------
+# Sections owned by other engineers go below this line, each between "# ---- begin X ----" and
+# "# ---- end X ----".
