@@ -1,0 +1,187 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// NonRootUID is the uid/gid images run as: distroless's "nonroot", which Kubernetes manifests
+// across the ecosystem expect (runAsUser: 65532).
+const NonRootUID = 65532
+
+// File is one file copied from the host into the image.
+type File struct {
+	Src  string // path on the build host
+	Dst  string // absolute path in the image
+	Mode int64  // permission bits in the image; 0 keeps the source's
+}
+
+// Spec describes an image built from files only, with no base image.
+type Spec struct {
+	Files      []File
+	Entrypoint []string
+	User       string // "uid:gid"
+	OS, Arch   string
+	// Created stamps the image config, the history and every file, so that the same inputs give
+	// the same bytes whenever and wherever they are packed.
+	Created time.Time
+}
+
+// entry is one tar entry of the image's single layer.
+type entry struct {
+	hdr  tar.Header
+	data []byte
+}
+
+// Build assembles the image: one layer holding the files, the directories above them, a minimal
+// /etc/passwd and /etc/group (root and nonroot, so runAsNonRoot and user-name lookups work),
+// /tmp and nonroot's home.
+func Build(s Spec) (v1.Image, error) {
+	entries := map[string]*entry{}
+	dir := func(p string, mode int64, uid int) {
+		entries[p+"/"] = &entry{hdr: tar.Header{Typeflag: tar.TypeDir, Name: p + "/", Mode: mode, Uid: uid, Gid: uid}}
+	}
+	file := func(p string, mode int64, data []byte) error {
+		p = strings.TrimPrefix(path.Clean("/"+p), "/")
+		if p == "" || p == "." {
+			return fmt.Errorf("invalid destination path %q", p)
+		}
+		if _, dup := entries[p]; dup {
+			return fmt.Errorf("two files at /%s", p)
+		}
+		// Parent directories, root-owned 0755, like any image's.
+		for d := path.Dir(p); d != "."; d = path.Dir(d) {
+			if _, ok := entries[d+"/"]; !ok {
+				dir(d, 0o755, 0)
+			}
+		}
+		entries[p] = &entry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: p, Mode: mode, Size: int64(len(data))}, data: data}
+		return nil
+	}
+
+	passwd := fmt.Sprintf("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:%d:%d:nonroot:/home/nonroot:/sbin/nologin\n", NonRootUID, NonRootUID)
+	group := fmt.Sprintf("root:x:0:\nnonroot:x:%d:\n", NonRootUID)
+	if err := file("etc/passwd", 0o644, []byte(passwd)); err != nil {
+		return nil, err
+	}
+	if err := file("etc/group", 0o644, []byte(group)); err != nil {
+		return nil, err
+	}
+	dir("tmp", 0o1777, 0)
+	dir("home", 0o755, 0)
+	dir("home/nonroot", 0o700, NonRootUID)
+	dir("root", 0o700, 0)
+
+	for _, f := range s.Files {
+		data, err := os.ReadFile(f.Src)
+		if err != nil {
+			return nil, err
+		}
+		mode := f.Mode
+		if mode == 0 {
+			st, err := os.Stat(f.Src)
+			if err != nil {
+				return nil, err
+			}
+			mode = int64(st.Mode().Perm())
+		}
+		if err := file(f.Dst, mode, data); err != nil {
+			return nil, err
+		}
+	}
+
+	layer, err := layerOf(entries, s.Created)
+	if err != nil {
+		return nil, err
+	}
+	created := v1.Time{Time: s.Created.UTC()}
+	img, err := mutate.Append(empty.Image, mutate.Addendum{
+		Layer:   layer,
+		History: v1.History{Created: created, CreatedBy: "hack/imagepack", Comment: "static files, no base image"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture, cf.Created = s.OS, s.Arch, created
+	cf.Config = v1.Config{
+		Entrypoint: s.Entrypoint,
+		User:       s.User,
+		WorkingDir: "/",
+		// Nothing in these images looks PATH up, but tools (kubectl debug, ctr run) expect it.
+		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+	}
+	return mutate.ConfigFile(img, cf)
+}
+
+// layerOf writes the entries in name order with fixed owners and times: a tar's bytes depend on
+// entry order and header fields, and the layer's digest on those bytes.
+func layerOf(entries map[string]*entry, mtime time.Time) (v1.Layer, error) {
+	names := make([]string, 0, len(entries))
+	for n := range entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, n := range names {
+		e := entries[n]
+		h := e.hdr
+		h.ModTime = mtime.UTC().Truncate(time.Second)
+		h.Format = tar.FormatPAX
+		if h.Uid == NonRootUID {
+			h.Uname, h.Gname = "nonroot", "nonroot"
+		} else {
+			h.Uname, h.Gname = "root", "root"
+		}
+		if err := tw.WriteHeader(&h); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(e.data); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	data := buf.Bytes()
+	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	})
+}
+
+// WriteTarball writes img as a docker-archive tarball tagged ref (what `ctr images import` and
+// `docker load` read), through a temporary file renamed into place so readers never see half a
+// tarball.
+func WriteTarball(out, ref string, img v1.Image) error {
+	tag, err := name.NewTag(ref, name.StrictValidation)
+	if err != nil {
+		return fmt.Errorf("image reference %q: %w", ref, err)
+	}
+	if err := os.MkdirAll(path.Dir(out), 0o755); err != nil {
+		return err
+	}
+	tmp := out + ".tmp"
+	if err := tarball.WriteToFile(tmp, tag, img); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, out)
+}
