@@ -32,7 +32,9 @@ VERSION ?= $(shell git -C $(ROOT) describe --tags --always --dirty 2>/dev/null |
 ## Pinned versions (also in DEVELOPERS.md).
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 HELM_VERSION ?= v3.22.0
-KUSTOMIZE_VERSION ?= v5.8.3
+# v5.8.3 cannot be installed here: it needs go >= 1.27 and a k8s.io/kube-openapi version the module
+# proxy refuses (403). v5.8.2 is the newest that builds with Go 1.26.
+KUSTOMIZE_VERSION ?= v5.8.2
 K8S_VERSION ?= 1.37.2
 ETCD_VERSION ?= 3.6.16
 COREDNS_VERSION ?= 1.15.0
