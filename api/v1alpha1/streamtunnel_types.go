@@ -1,0 +1,641 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TunnelRole says which end of a tunnel a StreamTunnel is.
+// +kubebuilder:validation:Enum=Inbound;Outbound
+type TunnelRole string
+
+const (
+	// RoleInbound runs at the producer's facility: it accepts mutual-TLS connections from peers
+	// and forwards them to the producer application (SciStream's "PROD" side).
+	RoleInbound TunnelRole = "Inbound"
+	// RoleOutbound runs at the consumer's facility: consumers connect to its local ports and it
+	// carries their connections to the Inbound end (SciStream's "CONS" side).
+	RoleOutbound TunnelRole = "Outbound"
+)
+
+// Protocol is what a tunnel carries between its ends.
+// +kubebuilder:validation:Enum=TLS;TCP;UDP
+type Protocol string
+
+const (
+	ProtocolTLS Protocol = "TLS" // TCP streams over mutual TLS 1.3 (the default)
+	ProtocolTCP Protocol = "TCP" // plain TCP relay, no encryption
+	ProtocolUDP Protocol = "UDP" // datagrams; see UDPTransport
+)
+
+// UDPTransport says how UDP datagrams cross between the ends.
+// +kubebuilder:validation:Enum=TLS;Plain
+type UDPTransport string
+
+const (
+	UDPTransportTLS   UDPTransport = "TLS"   // length-framed on a mutual-TLS stream (the default)
+	UDPTransportPlain UDPTransport = "Plain" // as datagrams, unencrypted
+)
+
+// StreamTunnelSpec is one end of a tunnel.
+//
+// +kubebuilder:validation:XValidation:rule="self.role != 'Inbound' || has(self.inbound)",fieldPath=".inbound",reason="FieldValueRequired",message="spec.inbound is required when role is Inbound: list the producer targets and the listener ports"
+// +kubebuilder:validation:XValidation:rule="self.role != 'Inbound' || !has(self.outbound)",fieldPath=".outbound",reason="FieldValueForbidden",message="spec.outbound must not be set when role is Inbound"
+// +kubebuilder:validation:XValidation:rule="self.role != 'Outbound' || has(self.outbound)",fieldPath=".outbound",reason="FieldValueRequired",message="spec.outbound is required when role is Outbound: name the remote (tunnelRef or endpoint)"
+// +kubebuilder:validation:XValidation:rule="self.role != 'Outbound' || !has(self.inbound)",fieldPath=".inbound",reason="FieldValueForbidden",message="spec.inbound must not be set when role is Outbound"
+// +kubebuilder:validation:XValidation:rule="!has(self.udpTransport) || self.protocol == 'UDP'",fieldPath=".udpTransport",reason="FieldValueForbidden",message="spec.udpTransport applies only to protocol UDP"
+// +kubebuilder:validation:XValidation:rule="!has(self.parallelStreams) || self.role == 'Inbound'",fieldPath=".parallelStreams",reason="FieldValueForbidden",message="spec.parallelStreams is set on the Inbound end; an Outbound end mirrors the ports of its remote"
+// +kubebuilder:validation:XValidation:rule="!has(self.parallelStreams) || !has(self.inbound) || !has(self.inbound.listenPorts) || size(self.inbound.listenPorts) == self.parallelStreams",fieldPath=".inbound.listenPorts",reason="FieldValueInvalid",message="spec.inbound.listenPorts must hold exactly spec.parallelStreams ports (one listener per stream)"
+// +kubebuilder:validation:XValidation:rule="!has(self.parallelStreams) || !has(self.inbound) || !has(self.inbound.listenPortRange) || self.inbound.listenPortRange.last - self.inbound.listenPortRange.first + 1 == self.parallelStreams",fieldPath=".inbound.listenPortRange",reason="FieldValueInvalid",message="spec.inbound.listenPortRange must hold exactly spec.parallelStreams ports (one listener per stream)"
+// +kubebuilder:validation:XValidation:rule="!has(self.inbound) || !has(self.inbound.allowedClients) || size(self.inbound.allowedClients) == 0 || self.protocol == 'TLS' || (self.protocol == 'UDP' && (!has(self.udpTransport) || self.udpTransport == 'TLS'))",fieldPath=".inbound.allowedClients",reason="FieldValueForbidden",message="spec.inbound.allowedClients needs mutual TLS: protocol TLS, or UDP with udpTransport TLS"
+// +kubebuilder:validation:XValidation:rule="!has(self.outbound) || !has(self.outbound.endpoint) || has(self.outbound.endpoint.bundleSecretRef) || self.protocol == 'TCP' || (self.protocol == 'UDP' && has(self.udpTransport) && self.udpTransport == 'Plain') || (has(self.certificates) && self.certificates.source != 'Operator')",fieldPath=".outbound.endpoint.bundleSecretRef",reason="FieldValueRequired",message="spec.outbound.endpoint.bundleSecretRef is required for mutual TLS: copy the inbound end's connection-bundle Secret into this namespace and name it here (or use certificates.source Secret or CertManager)"
+type StreamTunnelSpec struct {
+	// role is Inbound (producer's site) or Outbound (consumer's site). It cannot change.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.role is immutable: delete the tunnel and create it again with the other role"
+	Role TunnelRole `json:"role"`
+
+	// protocol between the two ends: TLS (mutual TLS 1.3, the default), TCP (plain) or UDP.
+	// +optional
+	// +kubebuilder:default=TLS
+	Protocol Protocol `json:"protocol,omitempty"`
+
+	// udpTransport (protocol UDP only): TLS frames datagrams on a mutual-TLS stream (default),
+	// Plain relays them unencrypted.
+	// +optional
+	UDPTransport UDPTransport `json:"udpTransport,omitempty"`
+
+	// inbound configures an Inbound end; required when role is Inbound.
+	// +optional
+	Inbound *InboundSpec `json:"inbound,omitempty"`
+
+	// outbound configures an Outbound end; required when role is Outbound.
+	// +optional
+	Outbound *OutboundSpec `json:"outbound,omitempty"`
+
+	// parallelStreams (Inbound only) is SciStream's num_conn: the number of listener ports,
+	// mapped round-robin onto the producers (port i carries producer i mod len(producers)).
+	// Unset means one stream per listener port given.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	ParallelStreams *int32 `json:"parallelStreams,omitempty"`
+
+	// replicas of the proxy pod (the scale subresource drives it). Default 1.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=32
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// exposure is the Service in front of the proxy: how peers reach an Inbound end, or how
+	// consumers reach an Outbound end's local ports. Default ClusterIP.
+	// +optional
+	Exposure *ExposureSpec `json:"exposure,omitempty"`
+
+	// certificates for mutual TLS. Default: operator-managed (a CA per Inbound end, shared with
+	// its Outbound ends; leaf certificates renewed at two thirds of their lifetime).
+	// +optional
+	Certificates *CertificatesSpec `json:"certificates,omitempty"`
+
+	// scitag is the scitags experiment/activity this tunnel's flows carry in their IPv6 flow
+	// label: a ScitagPolicy reference or inline names/ids. A ScitagPolicy whose tunnelSelector
+	// matches this tunnel's labels also tags it.
+	// +optional
+	Scitag *TunnelScitag `json:"scitag,omitempty"`
+
+	// telemetry configures the sFlow sidecar and fireflies.
+	// +optional
+	Telemetry *TelemetrySpec `json:"telemetry,omitempty"`
+
+	// idleTimeout closes a connection idle in both directions this long. Unset: never (science
+	// streams may pause for long stretches).
+	// +optional
+	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
+
+	// pod passes placement and resources through to the proxy pods.
+	// +optional
+	Pod *ProxyPodSpec `json:"pod,omitempty"`
+}
+
+// InboundSpec is the producer side of a tunnel.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.listenPorts) != has(self.listenPortRange)",message="set exactly one of spec.inbound.listenPorts or spec.inbound.listenPortRange"
+// +kubebuilder:validation:XValidation:rule="(has(self.listenPorts) ? size(self.listenPorts) : (has(self.listenPortRange) ? self.listenPortRange.last - self.listenPortRange.first + 1 : size(self.producers))) >= size(self.producers)",message="spec.inbound needs at least one listener port per producer (listenPorts or listenPortRange)"
+type InboundSpec struct {
+	// producers are the producer application's "host:port" targets (SciStream's
+	// prod_listeners), reached from the proxy pod.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	Producers []HostPort `json:"producers"`
+
+	// listenPorts are the ports peers connect to, one per stream. Set this or listenPortRange.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	ListenPorts []Port `json:"listenPorts,omitempty"`
+
+	// listenPortRange is a consecutive range of listener ports, one per stream.
+	// +optional
+	ListenPortRange *PortRange `json:"listenPortRange,omitempty"`
+
+	// allowedClients is an allow-list of client identities: the client certificate must carry
+	// one of these DNS, URI (e.g. spiffe://...) or IP SANs. Empty accepts any certificate
+	// signed by this tunnel's CA. Outbound ends wired automatically are added for you.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=512
+	AllowedClients []string `json:"allowedClients,omitempty"`
+
+	// allowedPeerNamespaces are the namespaces whose Outbound StreamTunnels may reference this
+	// one and be wired (issued a client certificate from this tunnel's CA) automatically.
+	// Default: this tunnel's own namespace only. "*" allows every namespace.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$`
+	AllowedPeerNamespaces []string `json:"allowedPeerNamespaces,omitempty"`
+
+	// flowLabelReflection sets the pod sysctl net.ipv6.flowlabel_reflect=1 so the replies on
+	// accepted connections (the bulk data, producer to consumer) carry the peer's flow label.
+	// Default: on when the tunnel is tagged. The kubelet must allow this unsafe sysctl
+	// (--allowed-unsafe-sysctls=net.ipv6.flowlabel_reflect); set false where it cannot.
+	// +optional
+	FlowLabelReflection *bool `json:"flowLabelReflection,omitempty"`
+}
+
+// PortRange is a consecutive range of ports, first to last inclusive.
+//
+// +kubebuilder:validation:XValidation:rule="self.last >= self.first",message="listenPortRange.last must not be below listenPortRange.first"
+// +kubebuilder:validation:XValidation:rule="self.last - self.first < 64",message="listenPortRange holds at most 64 ports"
+type PortRange struct {
+	// first port of the range.
+	// +required
+	First Port `json:"first"`
+	// last port of the range (inclusive).
+	// +required
+	Last Port `json:"last"`
+}
+
+// OutboundSpec is the consumer side of a tunnel.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.tunnelRef) || has(self.endpoint)",message="spec.outbound needs a remote: tunnelRef (an Inbound StreamTunnel in this cluster) or endpoint (address, ports and the bundle Secret of an Inbound end in another cluster)"
+// +kubebuilder:validation:XValidation:rule="!(has(self.tunnelRef) && has(self.endpoint))",message="set only one of spec.outbound.tunnelRef or spec.outbound.endpoint"
+// +kubebuilder:validation:XValidation:rule="!(has(self.listenPorts) && has(self.listenPortRange))",message="set at most one of spec.outbound.listenPorts or spec.outbound.listenPortRange"
+// +kubebuilder:validation:XValidation:rule="!has(self.endpoint) || !has(self.listenPorts) || size(self.listenPorts) == size(self.endpoint.ports)",message="spec.outbound.listenPorts must hold one local port per spec.outbound.endpoint.ports entry"
+// +kubebuilder:validation:XValidation:rule="!has(self.endpoint) || !has(self.listenPortRange) || self.listenPortRange.last - self.listenPortRange.first + 1 == size(self.endpoint.ports)",message="spec.outbound.listenPortRange must hold one local port per spec.outbound.endpoint.ports entry"
+type OutboundSpec struct {
+	// tunnelRef names an Inbound StreamTunnel in this cluster; the operator wires the two ends
+	// (addresses, ports, certificates from the inbound's CA). The inbound must list this
+	// namespace in allowedPeerNamespaces unless both are in the same namespace.
+	// +optional
+	TunnelRef *TunnelReference `json:"tunnelRef,omitempty"`
+
+	// endpoint is an Inbound end in another cluster.
+	// +optional
+	Endpoint *RemoteEndpoint `json:"endpoint,omitempty"`
+
+	// listenPorts are the local ports consumers connect to, one per remote port, in order.
+	// Default: the same port numbers as the remote's.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	ListenPorts []Port `json:"listenPorts,omitempty"`
+
+	// listenPortRange is a consecutive range of local ports, one per remote port.
+	// +optional
+	ListenPortRange *PortRange `json:"listenPortRange,omitempty"`
+}
+
+// TunnelReference names a StreamTunnel, in this namespace unless namespace is set.
+type TunnelReference struct {
+	// name of the Inbound StreamTunnel.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+	// namespace of the Inbound StreamTunnel; default this tunnel's namespace.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// RemoteEndpoint is an Inbound end outside this cluster.
+type RemoteEndpoint struct {
+	// address of the Inbound end: a DNS name or an IP address.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$') || self.matches('^[0-9A-Fa-f:.]+$')",message="spec.outbound.endpoint.address must be a DNS name or an IP address without port or brackets"
+	Address string `json:"address"`
+	// ports of the Inbound end's listeners, one per stream.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	Ports []Port `json:"ports"`
+	// bundleSecretRef names the connection-bundle Secret exported by the Inbound end (its
+	// "<name>-bundle" Secret, copied into this namespace): ca.crt, tls.crt, tls.key.
+	// +optional
+	BundleSecretRef *LocalObjectReference `json:"bundleSecretRef,omitempty"`
+	// serverName the Inbound end's certificate must carry; default: address.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	ServerName string `json:"serverName,omitempty"`
+}
+
+// ExposureSpec shapes the Service in front of the proxy pods.
+type ExposureSpec struct {
+	// type of the Service: ClusterIP (default), NodePort or LoadBalancer.
+	// +optional
+	// +kubebuilder:default=ClusterIP
+	// +kubebuilder:validation:Enum=ClusterIP;NodePort;LoadBalancer
+	Type corev1.ServiceType `json:"type,omitempty"`
+	// annotations added to the Service (load-balancer settings, external-dns, ...).
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// loadBalancerClass of a LoadBalancer Service.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	LoadBalancerClass *string `json:"loadBalancerClass,omitempty"`
+	// advertisedAddress is the DNS name or IP peers in other clusters use. It is put in the
+	// server certificate and the connection bundle. Default: the LoadBalancer's ingress, else
+	// the Service's cluster DNS name.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$') || self.matches('^[0-9A-Fa-f:.]+$')",message="spec.exposure.advertisedAddress must be a DNS name or an IP address"
+	AdvertisedAddress string `json:"advertisedAddress,omitempty"`
+}
+
+// CertificateSource says where a tunnel's TLS certificates come from.
+// +kubebuilder:validation:Enum=Operator;Secret;CertManager
+type CertificateSource string
+
+const (
+	// CertificatesOperator: the operator runs a CA per Inbound end and issues and renews leaf
+	// certificates (Outbound ends in other clusters use the Inbound's connection bundle).
+	CertificatesOperator CertificateSource = "Operator"
+	// CertificatesSecret: a Secret you manage with tls.crt, tls.key and ca.crt.
+	CertificatesSecret CertificateSource = "Secret"
+	// CertificatesCertManager: cert-manager issues the certificate from the issuer you name.
+	CertificatesCertManager CertificateSource = "CertManager"
+)
+
+// CertificatesSpec chooses and shapes the tunnel's certificates.
+//
+// +kubebuilder:validation:XValidation:rule="self.source != 'Secret' || has(self.secretRef)",message="spec.certificates.secretRef is required when source is Secret"
+// +kubebuilder:validation:XValidation:rule="self.source != 'CertManager' || has(self.issuerRef)",message="spec.certificates.issuerRef is required when source is CertManager"
+// +kubebuilder:validation:XValidation:rule="!has(self.secretRef) || self.source == 'Secret'",message="spec.certificates.secretRef applies only to source Secret"
+// +kubebuilder:validation:XValidation:rule="!has(self.issuerRef) || self.source == 'CertManager'",message="spec.certificates.issuerRef applies only to source CertManager"
+type CertificatesSpec struct {
+	// source: Operator (default), Secret, or CertManager.
+	// +optional
+	// +kubebuilder:default=Operator
+	Source CertificateSource `json:"source,omitempty"`
+	// secretRef (source Secret) names a kubernetes.io/tls-style Secret with tls.crt, tls.key and
+	// ca.crt (the CA that signs the peer's certificate).
+	// +optional
+	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+	// issuerRef (source CertManager) names the cert-manager Issuer or ClusterIssuer.
+	// +optional
+	IssuerRef *IssuerReference `json:"issuerRef,omitempty"`
+	// duration of the leaf certificates the operator or cert-manager issues; renewed at two
+	// thirds of it. Default 2160h (90 days); 1h to 8760h.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h') && duration(self) <= duration('8760h')",message="spec.certificates.duration must be between 1h and 8760h"
+	Duration *metav1.Duration `json:"duration,omitempty"`
+	// trustDomain of the SPIFFE-style client identity
+	// spiffe://<trustDomain>/ns/<namespace>/streamtunnel/<name>. Default: the manager's
+	// --trust-domain.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`
+	TrustDomain string `json:"trustDomain,omitempty"`
+	// extraSANs are added to the server certificate (Inbound): DNS names or IP addresses
+	// peers use besides the Service's names.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^([A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+)$`
+	ExtraSANs []string `json:"extraSANs,omitempty"`
+}
+
+// IssuerReference names a cert-manager issuer.
+type IssuerReference struct {
+	// name of the issuer.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// kind: Issuer (default, same namespace) or ClusterIssuer.
+	// +optional
+	// +kubebuilder:default=Issuer
+	// +kubebuilder:validation:Enum=Issuer;ClusterIssuer
+	Kind string `json:"kind,omitempty"`
+	// group of the issuer; default cert-manager.io.
+	// +optional
+	// +kubebuilder:default=cert-manager.io
+	// +kubebuilder:validation:MaxLength=253
+	Group string `json:"group,omitempty"`
+}
+
+// TunnelScitag tags a tunnel's flows: a ScitagPolicy reference, or an inline pair.
+//
+// +kubebuilder:validation:XValidation:rule="!(has(self.policyRef) && (has(self.experiment) || has(self.activity)))",message="spec.scitag: use either policyRef or inline experiment/activity, not both"
+// +kubebuilder:validation:XValidation:rule="has(self.policyRef) || (has(self.experiment) && has(self.activity))",message="spec.scitag needs policyRef, or both experiment and activity"
+type TunnelScitag struct {
+	// policyRef names a ScitagPolicy in this namespace.
+	// +optional
+	PolicyRef *LocalObjectReference `json:"policyRef,omitempty"`
+	// experiment name or id (e.g. "atlas" or "2").
+	// +optional
+	Experiment ExperimentRef `json:"experiment,omitempty"`
+	// activity name or id (e.g. "Production Output" or "16").
+	// +optional
+	Activity ActivityRef `json:"activity,omitempty"`
+	// entropy fills the label's five entropy bits per connection (ECMP spreading). Default off.
+	// +optional
+	Entropy *bool `json:"entropy,omitempty"`
+}
+
+// TelemetrySpec configures the sFlow sidecar and fireflies.
+type TelemetrySpec struct {
+	// samplingRate N samples 1 in N packets in the pod; 0 turns the in-pod sampler off (the
+	// sidecar then needs no capability). Default 1000.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=16777215
+	SamplingRate *int32 `json:"samplingRate,omitempty"`
+	// collectors are external sFlow collectors ("host:port", e.g. sFlow-RT on 6343) that also
+	// receive the samples.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=8
+	Collectors []HostPort `json:"collectors,omitempty"`
+	// fireflies announce flows over UDP (scitags fireflies).
+	// +optional
+	Fireflies *FirefliesSpec `json:"fireflies,omitempty"`
+}
+
+// ProxyPodSpec is passed through to the proxy pods.
+type ProxyPodSpec struct {
+	// nodeSelector of the proxy pods.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// tolerations of the proxy pods.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+	// affinity of the proxy pods.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+	// topologySpreadConstraints of the proxy pods.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+	// priorityClassName of the proxy pods.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+	// resources of the proxy container.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+	// sidecarResources of the sFlow sidecar container.
+	// +optional
+	SidecarResources *corev1.ResourceRequirements `json:"sidecarResources,omitempty"`
+	// annotations added to the proxy pods.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// labels added to the proxy pods.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Condition types of a StreamTunnel.
+const (
+	// ConditionReady: the proxy pods are available and the certificates valid.
+	ConditionReady = "Ready"
+	// ConditionCertificateReady: the certificates exist, are valid now and not about to expire.
+	ConditionCertificateReady = "CertificateReady"
+	// ConditionProxyAvailable: at least one proxy pod is available.
+	ConditionProxyAvailable = "ProxyAvailable"
+	// ConditionFlowLabelApplied: the proxies stamp the tag's flow label (per their reports).
+	ConditionFlowLabelApplied = "FlowLabelApplied"
+	// ConditionDegraded: something needs the user's action; the message says what.
+	ConditionDegraded = "Degraded"
+)
+
+// StreamTunnelStatus is what the operator observed.
+type StreamTunnelStatus struct {
+	// observedGeneration is the spec generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready, CertificateReady, ProxyAvailable, FlowLabelApplied, Degraded.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// endpoint is the main address to connect to, for kubectl: "host:port" or
+	// "host:first-last".
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// endpoints are where consumers (Outbound) or peers (Inbound) connect.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	Endpoints []TunnelEndpoint `json:"endpoints,omitempty"`
+
+	// remote (Outbound) is the Inbound end the proxies dial, e.g. "inbound.ns.svc:5100-5104".
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Remote string `json:"remote,omitempty"`
+
+	// peers (Inbound) are the Outbound StreamTunnels of this cluster wired to this one
+	// ("namespace/name").
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	Peers []string `json:"peers,omitempty"`
+
+	// scitag is the resolved tag of the tunnel's flows.
+	// +optional
+	Scitag *ResolvedScitag `json:"scitag,omitempty"`
+
+	// throughput per tag, measured by the sFlow sidecars, summed over the proxy pods.
+	// +optional
+	// +listType=map
+	// +listMapKey=tag
+	// +kubebuilder:validation:MaxItems=32
+	Throughput []TagThroughput `json:"throughput,omitempty"`
+
+	// throughputSummary is the tunnel's total rate as a human string ("1.2 Gbit/s").
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	ThroughputSummary string `json:"throughputSummary,omitempty"`
+
+	// activeConnections across the proxy pods, as the proxies report them.
+	// +optional
+	ActiveConnections int64 `json:"activeConnections,omitempty"`
+
+	// certificates the tunnel uses and when they expire.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=8
+	Certificates []CertificateStatus `json:"certificates,omitempty"`
+
+	// replicas is the number of proxy pods (scale subresource).
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+	// readyReplicas is the number of available proxy pods.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	// selector of the proxy pods, for the scale subresource (HPA).
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Selector string `json:"selector,omitempty"`
+
+	// message summarises why the tunnel is not Ready or is Degraded ("" when all is well).
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+}
+
+// TunnelEndpoint is one way to reach the tunnel.
+type TunnelEndpoint struct {
+	// type: ClusterIP, ClusterDNS, NodePort, LoadBalancer or Advertised.
+	// +required
+	// +kubebuilder:validation:MaxLength=32
+	Type string `json:"type"`
+	// address (DNS name or IP).
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Address string `json:"address"`
+	// ports at that address, one per stream.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	Ports []int32 `json:"ports,omitempty"`
+}
+
+// ResolvedScitag is a tag resolved against the scitags registry.
+type ResolvedScitag struct {
+	// name is "expName.activityName" (or "exp.act" ids when the registry lacks the pair).
+	// +optional
+	// +kubebuilder:validation:MaxLength=160
+	Name string `json:"name,omitempty"`
+	// experimentId 0..511.
+	ExperimentID int32 `json:"experimentId"`
+	// activityId 0..63.
+	ActivityID int32 `json:"activityId"`
+	// flowLabel is the 20-bit label without entropy, e.g. 65600.
+	FlowLabel int32 `json:"flowLabel"`
+	// flowLabelHex is the label as tcpdump shows it, e.g. "0x10040".
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	FlowLabelHex string `json:"flowLabelHex,omitempty"`
+	// entropy says whether the five entropy bits are randomised per connection.
+	// +optional
+	Entropy bool `json:"entropy,omitempty"`
+	// source of the tag: "inline" or "ScitagPolicy/<name>".
+	// +optional
+	// +kubebuilder:validation:MaxLength=300
+	Source string `json:"source,omitempty"`
+}
+
+// TagThroughput is one tag's measured traffic.
+type TagThroughput struct {
+	// tag is "expName.activityName", "exp.act", or "unknown".
+	// +required
+	// +kubebuilder:validation:MaxLength=160
+	Tag string `json:"tag"`
+	// bitsPerSecond estimated over the analyzer's window.
+	BitsPerSecond int64 `json:"bitsPerSecond"`
+	// errorPercent is the 95% error bound of the estimate, rounded up (196*sqrt(1/samples)).
+	ErrorPercent int32 `json:"errorPercent"`
+	// bytes estimated since the analyzers started.
+	Bytes int64 `json:"bytes"`
+	// samples behind the estimate.
+	Samples int64 `json:"samples"`
+	// lastUpdate is when an analyzer last folded a sample into these figures.
+	// +optional
+	LastUpdate *metav1.Time `json:"lastUpdate,omitempty"`
+}
+
+// CertificateStatus reports one certificate.
+type CertificateStatus struct {
+	// name: "ca", "server", "client" or "bundle".
+	// +required
+	// +kubebuilder:validation:MaxLength=32
+	Name string `json:"name"`
+	// secretName holds the certificate.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	SecretName string `json:"secretName,omitempty"`
+	// notAfter is when it expires.
+	// +optional
+	NotAfter *metav1.Time `json:"notAfter,omitempty"`
+	// renewAfter is when the operator renews it (two thirds of its lifetime).
+	// +optional
+	RenewAfter *metav1.Time `json:"renewAfter,omitempty"`
+}
+
+// StreamTunnel is one end of a tunnel that carries instrument data between facilities.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:resource:path=streamtunnels,singular=streamtunnel,shortName=tunnel;tunnels;stun,categories=scitunnel
+// +kubebuilder:printcolumn:name="Role",type=string,JSONPath=`.spec.role`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
+// +kubebuilder:printcolumn:name="Scitag",type=string,JSONPath=`.status.scitag.name`
+// +kubebuilder:printcolumn:name="Throughput",type=string,JSONPath=`.status.throughputSummary`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="FlowLabel",type=string,JSONPath=`.status.scitag.flowLabelHex`,priority=1
+// +kubebuilder:printcolumn:name="Connections",type=integer,JSONPath=`.status.activeConnections`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 48 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS-1035 label (lower case letters, digits, '-', starting with a letter) of at most 48 characters: it names the tunnel's Service, Deployment and Secrets"
+type StreamTunnel struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired tunnel end.
+	// +required
+	Spec StreamTunnelSpec `json:"spec"`
+
+	// status is what the operator observed.
+	// +optional
+	Status StreamTunnelStatus `json:"status,omitempty"`
+}
+
+// StreamTunnelList is a list of StreamTunnels.
+//
+// +kubebuilder:object:root=true
+type StreamTunnelList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []StreamTunnel `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&StreamTunnel{}, &StreamTunnelList{})
+}

@@ -1,0 +1,113 @@
+// Command manager is the SciTunnel operator: it reconciles StreamTunnels into proxy pods,
+// Services, Secrets and ConfigMaps, and ScitagPolicies into flow labels.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"os"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	_ "k8s.io/client-go/plugin/pkg/client/auth"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
+	"github.com/scitunnel/scitunnel/controllers"
+)
+
+var scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(scitunnelv1.AddToScheme(scheme))
+}
+
+func main() {
+	var (
+		metricsAddr, probeAddr                 string
+		secureMetrics, enableHTTP2, leaderElec bool
+		opts                                   controllers.Options
+		pullPolicy                             string
+		statusPort, analyzerPort               int
+		qps                                    float64
+		burst                                  int
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint (:8443 HTTPS, :8080 HTTP, 0 off).")
+	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with Kubernetes authentication and authorization.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
+	flag.BoolVar(&leaderElec, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
+	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics with HTTP/2 (off by default: HTTP/2 rapid-reset CVEs).")
+	flag.StringVar(&opts.DataPlaneImage, "dataplane-image", "ghcr.io/scitunnel/scitunnel:latest", "Image of the proxy and sFlow sidecar containers.")
+	flag.StringVar(&pullPolicy, "dataplane-image-pull-policy", "", "imagePullPolicy of the data-plane containers (Always, IfNotPresent, Never; empty: Kubernetes' default).")
+	flag.StringVar(&opts.TrustDomain, "trust-domain", "scitunnel.local", "Trust domain of the spiffe:// client identities the operator issues.")
+	flag.StringVar(&opts.ClusterDomain, "cluster-domain", "cluster.local", "The cluster's DNS domain.")
+	flag.DurationVar(&opts.CertificateDuration, "certificate-duration", 90*24*time.Hour, "Default lifetime of the leaf certificates the operator issues.")
+	flag.DurationVar(&opts.ThroughputInterval, "throughput-interval", 10*time.Second, "How often the proxies' reports are read into status while pods are ready.")
+	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "StreamTunnels reconciled in parallel.")
+	flag.IntVar(&statusPort, "dataplane-status-port", controllers.AdminPort, "Port of the proxy's /v1/status.")
+	flag.IntVar(&analyzerPort, "dataplane-analyzer-port", controllers.AnalyzerPort, "Port of the sFlow analyzer's /v1/tags.")
+	flag.Float64Var(&qps, "kube-api-qps", 50, "Requests per second to the API server.")
+	flag.IntVar(&burst, "kube-api-burst", 100, "Burst of requests to the API server.")
+	zapOpts := zap.Options{Development: false}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+	opts.ImagePullPolicy = corev1.PullPolicy(pullPolicy)
+
+	var tlsOpts []func(*tls.Config)
+	if !enableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics, TLSOpts: tlsOpts}
+	if secureMetrics {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+
+	cfg := ctrl.GetConfigOrDie()
+	cfg.QPS, cfg.Burst = float32(qps), burst
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsOpts,
+		WebhookServer:                 webhook.NewServer(webhook.Options{TLSOpts: tlsOpts}),
+		HealthProbeBindAddress:        probeAddr,
+		LeaderElection:                leaderElec,
+		LeaderElectionID:              "scitunnel-operator.scitunnel.io",
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         controllers.CacheOptions(),
+	})
+	if err != nil {
+		log.Error(err, "unable to create the manager")
+		os.Exit(1)
+	}
+	setup := controllers.Setup{
+		Options: opts,
+		Reports: controllers.NewHTTPReports(statusPort, analyzerPort),
+	}
+	if _, err := setup.Register(mgr); err != nil {
+		log.Error(err, "unable to set up the controllers")
+		os.Exit(1)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		log.Error(err, "unable to set up the health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		log.Error(err, "unable to set up the ready check")
+		os.Exit(1)
+	}
+	log.Info("starting the manager", "dataplaneImage", opts.DataPlaneImage)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "the manager stopped")
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,387 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
+	"github.com/scitunnel/scitunnel/dataplane/scitag"
+)
+
+// ScitagPolicyReconciler resolves a policy's experiment/activity against its registry,
+// computes the flow label, and reports which tunnels it tags and whether another policy
+// competes for them. Tunnels pick up the result through their watch on policies.
+type ScitagPolicyReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+	// HTTPClient fetches registry URLs; nil means a client with a 15 s timeout.
+	HTTPClient *http.Client
+	Clock      clock.PassiveClock
+
+	fetcher *registryFetcher
+	applied appliedCache
+}
+
+// +kubebuilder:rbac:groups=scitunnel.io,resources=scitagpolicies,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=scitunnel.io,resources=scitagpolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=scitunnel.io,resources=scitagpolicies/finalizers,verbs=update
+
+// loadedRegistry is the registry a pass resolved against.
+type loadedRegistry struct {
+	registry *scitag.Registry
+	raw      []byte // set for URL sources: copied into a ConfigMap for the proxies
+	source   string
+	synced   *metav1.Time
+}
+
+// Reconcile is one pass over a ScitagPolicy.
+func (r *ScitagPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	p := &scitunnelv1.ScitagPolicy{}
+	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !p.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // the registry ConfigMap goes by owner reference
+	}
+	now := r.Clock.Now()
+	orig := p.DeepCopy()
+	conds := map[string]metav1.Condition{}
+	set := func(typ string, st metav1.ConditionStatus, reason, msg string) {
+		conds[typ] = metav1.Condition{Type: typ, Status: st, Reason: reason, Message: truncate(msg, 1000), ObservedGeneration: p.Generation}
+	}
+	var requeue time.Duration
+	defer func() {
+		for _, c := range conds {
+			meta.SetStatusCondition(&p.Status.Conditions, c)
+		}
+		if retErr == nil {
+			p.Status.ObservedGeneration = p.Generation
+		}
+		if !equality.Semantic.DeepEqual(orig.Status, p.Status) {
+			if err := r.Status().Patch(ctx, p, client.MergeFrom(orig)); err != nil && !apierrors.IsNotFound(err) {
+				retErr = errors.Join(retErr, err)
+			}
+			r.announce(p, &orig.Status)
+		}
+		if retErr == nil {
+			result.RequeueAfter = requeue
+		}
+	}()
+
+	reg, synced, err := r.loadRegistry(ctx, p, now, set)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if src := p.Spec.Registry; src != nil && src.URL != "" {
+		requeue = DefaultRegistryRefresh
+		if src.RefreshInterval != nil {
+			requeue = src.RefreshInterval.Duration
+		}
+		if !synced {
+			requeue = min(requeue, time.Minute) // retry a failed fetch sooner
+		}
+	}
+	p.Status.Registry = &scitunnelv1.RegistryStatus{
+		Source:   reg.source,
+		Version:  int32(reg.registry.Version),
+		Modified: reg.registry.Modified,
+		LastSync: reg.synced,
+		Pairs:    int32(reg.registry.Len()),
+	}
+	if p.Spec.Registry != nil && p.Spec.Registry.URL != "" && reg.raw != nil {
+		if err := r.applyRegistryConfigMap(ctx, p, reg.raw); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	r.resolve(p, reg.registry, set)
+	if err := r.reportTunnels(ctx, p, set); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, nil
+}
+
+// loadRegistry reads the policy's registry source. When the source fails, it falls back to
+// the last good copy (URL) or the compiled-in snapshot, and RegistrySynced says so.
+func (r *ScitagPolicyReconciler) loadRegistry(ctx context.Context, p *scitunnelv1.ScitagPolicy, now time.Time,
+	set func(string, metav1.ConditionStatus, string, string)) (loadedRegistry, bool, error) {
+	embedded := loadedRegistry{registry: scitag.Default(), source: scitag.SnapshotSource}
+	src := p.Spec.Registry
+	switch {
+	case src == nil:
+		set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionTrue, "Embedded", "using the scitags registry snapshot compiled into the operator")
+		return embedded, true, nil
+
+	case src.URL != "":
+		refresh := DefaultRegistryRefresh
+		if src.RefreshInterval != nil {
+			refresh = src.RefreshInterval.Duration
+		}
+		force := p.Status.Registry == nil || p.Status.Registry.Source != src.URL || p.Status.ObservedGeneration != p.Generation
+		got, err := r.fetcher.get(ctx, src.URL, refresh, now, force)
+		if got.registry != nil {
+			synced := metav1.NewTime(got.fetchedAt.UTC().Truncate(time.Second))
+			loaded := loadedRegistry{registry: got.registry, raw: got.raw, source: src.URL, synced: &synced}
+			if err != nil {
+				set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionFalse, "FetchFailed",
+					fmt.Sprintf("fetching %s failed (%v); using the copy fetched at %s", src.URL, err, synced.UTC().Format(time.RFC3339)))
+				return loaded, false, nil
+			}
+			set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionTrue, "Fetched", fmt.Sprintf("fetched %s", src.URL))
+			return loaded, true, nil
+		}
+		set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionFalse, "FetchFailed",
+			fmt.Sprintf("fetching %s failed (%v); using the compiled-in snapshot until it succeeds", src.URL, err))
+		return embedded, false, nil
+
+	default:
+		ref := src.ConfigMapRef
+		key := orDefault(ref.Key, "api.json")
+		var cm corev1.ConfigMap
+		if err := r.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: ref.Name}, &cm); err != nil {
+			if !apierrors.IsNotFound(err) {
+				return loadedRegistry{}, false, err
+			}
+			set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionFalse, "ConfigMapNotFound",
+				fmt.Sprintf("ConfigMap %q not found: create it with key %q holding the registry (api.json format); using the compiled-in snapshot meanwhile", ref.Name, key))
+			return embedded, false, nil
+		}
+		data := cm.Data[key]
+		if data == "" {
+			data = string(cm.BinaryData[key])
+		}
+		reg, err := scitag.Parse([]byte(data))
+		if err != nil {
+			set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionFalse, "InvalidRegistry",
+				fmt.Sprintf("ConfigMap %q key %q: %v; using the compiled-in snapshot meanwhile", ref.Name, key, err))
+			return embedded, false, nil
+		}
+		synced := metav1.NewTime(now.UTC().Truncate(time.Second))
+		set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionTrue, "Loaded", fmt.Sprintf("read ConfigMap %q key %q", ref.Name, key))
+		return loadedRegistry{registry: reg, source: "configmap:" + ref.Name + "/" + key, synced: &synced}, true, nil
+	}
+}
+
+// applyRegistryConfigMap keeps "<policy>-registry" with the fetched document, so the proxies of
+// the tunnels it tags name flows with the same registry.
+func (r *ScitagPolicyReconciler) applyRegistryConfigMap(ctx context.Context, p *scitunnelv1.ScitagPolicy, raw []byte) error {
+	ac := corev1ac.ConfigMap(registryConfigMapName(p), p.Namespace).
+		WithLabels(map[string]string{LabelManagedBy: ManagedByValue, LabelPolicy: p.Name}).
+		WithOwnerReferences(metav1ac.OwnerReference().
+			WithAPIVersion(scitunnelv1.GroupVersion.String()).WithKind("ScitagPolicy").
+			WithName(p.Name).WithUID(p.UID).WithController(true).WithBlockOwnerDeletion(true)).
+		WithData(map[string]string{"api.json": string(raw)})
+	cur := &corev1.ConfigMap{}
+	found, err := getCached(ctx, r.Client, client.ObjectKey{Namespace: p.Namespace, Name: registryConfigMapName(p)}, cur)
+	if err != nil {
+		return err
+	}
+	var current client.Object
+	if found {
+		current = cur
+	}
+	_, err = applyWith(ctx, r.Client, &r.applied, current, ac, nil)
+	return err
+}
+
+// resolve turns experiment/activity names or ids into ids and the flow label.
+func (r *ScitagPolicyReconciler) resolve(p *scitunnelv1.ScitagPolicy, reg *scitag.Registry, set func(string, metav1.ConditionStatus, string, string)) {
+	exp, act := string(p.Spec.Experiment), string(p.Spec.Activity)
+	tag, err := reg.Resolve(exp, act)
+	reason, msg := "Resolved", ""
+	if err != nil {
+		e, errE := strconv.Atoi(exp)
+		a, errA := strconv.Atoi(act)
+		if errE != nil || errA != nil {
+			clearResolved(p)
+			set(scitunnelv1.ConditionResolved, metav1.ConditionFalse, "NotInRegistry", err.Error())
+			return
+		}
+		if _, lerr := scitag.Label(e, a); lerr != nil {
+			clearResolved(p)
+			set(scitunnelv1.ConditionResolved, metav1.ConditionFalse, "OutOfRange", lerr.Error())
+			return
+		}
+		tag = scitag.Tag{ExperimentID: e, ActivityID: a}
+		reason = "IDsNotInRegistry"
+		msg = fmt.Sprintf("ids %d.%d are not in the registry (%s); the label carries them anyway", e, a, p.Status.Registry.Source)
+	}
+	label := tag.Label()
+	p.Status.Tag = tag.String()
+	p.Status.ExperimentID = ptr(int32(tag.ExperimentID))
+	p.Status.ActivityID = ptr(int32(tag.ActivityID))
+	p.Status.ExperimentName = tag.ExperimentName
+	p.Status.ActivityName = tag.ActivityName
+	p.Status.FlowLabel = ptr(int32(label))
+	p.Status.FlowLabelHex = scitag.FormatLabel(label)
+	p.Status.Mask = int32(scitag.Mask)
+	if msg == "" {
+		msg = fmt.Sprintf("%s is experiment %d activity %d: flow label %d (%s)", tag, tag.ExperimentID, tag.ActivityID, label, scitag.FormatLabel(label))
+	}
+	set(scitunnelv1.ConditionResolved, metav1.ConditionTrue, reason, msg)
+}
+
+func clearResolved(p *scitunnelv1.ScitagPolicy) {
+	p.Status.Tag, p.Status.ExperimentName, p.Status.ActivityName, p.Status.FlowLabelHex = "", "", "", ""
+	p.Status.ExperimentID, p.Status.ActivityID, p.Status.FlowLabel = nil, nil, nil
+	p.Status.Mask = int32(scitag.Mask)
+}
+
+// reportTunnels counts the tunnels this policy tags and detects competing policies: a tunnel
+// with an inline tag or a policyRef is decided by its own spec; a tunnel matched only by
+// selectors goes to the oldest selecting policy, and every selecting policy reports Conflict.
+func (r *ScitagPolicyReconciler) reportTunnels(ctx context.Context, p *scitunnelv1.ScitagPolicy, set func(string, metav1.ConditionStatus, string, string)) error {
+	var named scitunnelv1.StreamTunnelList
+	if err := r.List(ctx, &named, client.InNamespace(p.Namespace), client.MatchingFields{IndexPolicyRef: p.Name}); err != nil {
+		return err
+	}
+	tagged := map[string]bool{}
+	for _, t := range named.Items {
+		tagged[t.Name] = true
+	}
+	var conflicts []string
+	if sel, ok := policySelector(p); ok {
+		var selected scitunnelv1.StreamTunnelList
+		if err := r.List(ctx, &selected, client.InNamespace(p.Namespace), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+			return err
+		}
+		var policies scitunnelv1.ScitagPolicyList
+		if err := r.List(ctx, &policies, client.InNamespace(p.Namespace)); err != nil {
+			return err
+		}
+		for i := range selected.Items {
+			t := &selected.Items[i]
+			if t.Spec.Scitag != nil {
+				continue // its own spec decides
+			}
+			winner, rivals := p, []string{}
+			for j := range policies.Items {
+				q := &policies.Items[j]
+				if q.Name == p.Name || !q.DeletionTimestamp.IsZero() {
+					continue
+				}
+				if qs, ok := policySelector(q); ok && qs.Matches(labels.Set(t.Labels)) {
+					rivals = append(rivals, q.Name)
+					if policyOlder(q, winner) < 0 {
+						winner = q
+					}
+				}
+			}
+			if len(rivals) > 0 {
+				conflicts = append(conflicts, fmt.Sprintf("tunnel %s is also selected by %s (%s applies)", t.Name, strings.Join(rivals, ", "), winner.Name))
+			}
+			if winner == p {
+				tagged[t.Name] = true
+			}
+		}
+	}
+	names := make([]string, 0, len(tagged))
+	for n := range tagged {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	p.Status.MatchedTunnels = int32(len(names))
+	if len(names) > 64 {
+		names = names[:64]
+	}
+	p.Status.Tunnels = names
+	if len(conflicts) > 0 {
+		slices.Sort(conflicts)
+		set(scitunnelv1.ConditionConflict, metav1.ConditionTrue, "OverlappingSelectors",
+			strings.Join(conflicts, "; ")+": narrow the tunnelSelectors, or name one policy in the tunnels' spec.scitag.policyRef")
+	} else {
+		set(scitunnelv1.ConditionConflict, metav1.ConditionFalse, "NoConflict", "no other policy selects these tunnels")
+	}
+	return nil
+}
+
+func (r *ScitagPolicyReconciler) announce(p *scitunnelv1.ScitagPolicy, before *scitunnelv1.ScitagPolicyStatus) {
+	for _, typ := range []string{scitunnelv1.ConditionResolved, scitunnelv1.ConditionConflict, scitunnelv1.ConditionRegistrySynced} {
+		now := meta.FindStatusCondition(p.Status.Conditions, typ)
+		old := meta.FindStatusCondition(before.Conditions, typ)
+		if now == nil || (old != nil && old.Status == now.Status && old.Reason == now.Reason) {
+			continue
+		}
+		kind := corev1.EventTypeNormal
+		conflict := typ == scitunnelv1.ConditionConflict
+		if (conflict && now.Status == metav1.ConditionTrue) || (!conflict && now.Status == metav1.ConditionFalse) {
+			kind = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(p, nil, kind, now.Reason, typ, "%s", now.Message)
+	}
+}
+
+// SetupWithManager registers the controller. SetupIndexes must have run (Setup does both).
+func (r *ScitagPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	if r.Recorder == nil {
+		r.Recorder = mgr.GetEventRecorder("scitagpolicy-controller")
+	}
+	r.fetcher = newRegistryFetcher(r.HTTPClient)
+	specOrMeta := predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{})
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&scitunnelv1.ScitagPolicy{}, builder.WithPredicates(specOrMeta)).
+		Owns(&corev1.ConfigMap{}).
+		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.configMapToPolicies)).
+		Watches(&scitunnelv1.StreamTunnel{}, handler.EnqueueRequestsFromMapFunc(r.tunnelToPolicies)).
+		// A policy's status feeds its rivals' Conflict conditions.
+		Watches(&scitunnelv1.ScitagPolicy{}, handler.EnqueueRequestsFromMapFunc(r.rivalPolicies), builder.WithPredicates(specOrMeta)).
+		Named("scitagpolicy").
+		Complete(r)
+}
+
+func (r *ScitagPolicyReconciler) configMapToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
+	var ps scitunnelv1.ScitagPolicyList
+	if err := r.List(ctx, &ps, client.InNamespace(o.GetNamespace()), client.MatchingFields{IndexRegistryConfigMap: o.GetName()}); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(ps.Items))
+	for _, p := range ps.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
+	}
+	return reqs
+}
+
+// tunnelToPolicies re-evaluates the policies of a tunnel's namespace when it comes, goes or
+// changes labels; there are few policies per namespace.
+func (r *ScitagPolicyReconciler) tunnelToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
+	var ps scitunnelv1.ScitagPolicyList
+	if err := r.List(ctx, &ps, client.InNamespace(o.GetNamespace())); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(ps.Items))
+	for _, p := range ps.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
+	}
+	return reqs
+}
+
+func (r *ScitagPolicyReconciler) rivalPolicies(ctx context.Context, o client.Object) []reconcile.Request {
+	reqs := r.tunnelToPolicies(ctx, o)
+	return slices.DeleteFunc(reqs, func(q reconcile.Request) bool { return q.Name == o.GetName() })
+}

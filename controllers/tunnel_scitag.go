@@ -1,0 +1,252 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
+	"github.com/scitunnel/scitunnel/dataplane/config"
+	"github.com/scitunnel/scitunnel/dataplane/scitag"
+)
+
+var (
+	snapshotOnce sync.Once
+	snapshotJSON []byte
+)
+
+// defaultRegistryJSON is the compiled-in registry, rendered once for the proxies' ConfigMaps.
+func defaultRegistryJSON() []byte {
+	snapshotOnce.Do(func() {
+		b, err := json.Marshal(scitag.Default())
+		if err != nil {
+			panic(err)
+		}
+		snapshotJSON = b
+	})
+	return snapshotJSON
+}
+
+// policySelector returns a policy's tunnel selector; an unset or empty selector selects nothing
+// (matching every tunnel of a namespace by default would surprise).
+func policySelector(p *scitunnelv1.ScitagPolicy) (labels.Selector, bool) {
+	ls := p.Spec.TunnelSelector
+	if ls == nil || (len(ls.MatchLabels) == 0 && len(ls.MatchExpressions) == 0) {
+		return nil, false
+	}
+	sel, err := metav1.LabelSelectorAsSelector(ls)
+	if err != nil {
+		return nil, false
+	}
+	return sel, true
+}
+
+// policyOlder orders policies oldest first (then by name): the oldest wins a conflict, so adding
+// a policy never re-tags flows that are already running.
+func policyOlder(a, b *scitunnelv1.ScitagPolicy) int {
+	if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+		return c
+	}
+	if a.Name < b.Name {
+		return -1
+	}
+	if a.Name > b.Name {
+		return 1
+	}
+	return 0
+}
+
+// selectingPolicies lists the policies of t's namespace whose selector matches t, oldest first.
+func selectingPolicies(ctx context.Context, c client.Reader, t *scitunnelv1.StreamTunnel) ([]*scitunnelv1.ScitagPolicy, error) {
+	var list scitunnelv1.ScitagPolicyList
+	if err := c.List(ctx, &list, client.InNamespace(t.Namespace)); err != nil {
+		return nil, err
+	}
+	var out []*scitunnelv1.ScitagPolicy
+	for i := range list.Items {
+		p := &list.Items[i]
+		if !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if sel, ok := policySelector(p); ok && sel.Matches(labels.Set(t.Labels)) {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, policyOlder)
+	return out, nil
+}
+
+// reconcileScitag resolves the tunnel's tag: inline names/ids, the policy it names, or the
+// oldest policy whose selector matches it.
+func (r *StreamTunnelReconciler) reconcileScitag(ctx context.Context, s *tunnelScope) error {
+	t := s.tunnel
+	s.registryJSON = defaultRegistryJSON()
+	t.Status.Scitag = nil
+	notTagged := func(status metav1.ConditionStatus, reason, msg string) {
+		s.set(scitunnelv1.ConditionFlowLabelApplied, status, reason, msg)
+	}
+
+	if sc := t.Spec.Scitag; sc != nil && sc.PolicyRef == nil {
+		tag, err := resolveInline(sc.Experiment, sc.Activity)
+		if err != nil {
+			msg := fmt.Sprintf("spec.scitag: %v", err)
+			notTagged(metav1.ConditionFalse, "TagUnresolved", msg)
+			s.degrade("TagUnresolved", msg)
+			return nil
+		}
+		s.tag = resolved(tag, sc.Entropy != nil && *sc.Entropy, "inline")
+		t.Status.Scitag = s.tag
+		return nil
+	}
+
+	var policy *scitunnelv1.ScitagPolicy
+	if sc := t.Spec.Scitag; sc != nil && sc.PolicyRef != nil {
+		policy = &scitunnelv1.ScitagPolicy{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: sc.PolicyRef.Name}, policy); err != nil {
+			if !apierrors.IsNotFound(err) {
+				return err
+			}
+			notTagged(metav1.ConditionFalse, "PolicyNotFound",
+				fmt.Sprintf("ScitagPolicy %q named in spec.scitag.policyRef does not exist yet; flows are untagged until it does", sc.PolicyRef.Name))
+			return nil
+		}
+	} else {
+		matching, err := selectingPolicies(ctx, r.Client, t)
+		if err != nil {
+			return err
+		}
+		if len(matching) == 0 {
+			notTagged(metav1.ConditionFalse, "NotTagged", "no scitag: set spec.scitag or label the tunnel for a ScitagPolicy's tunnelSelector")
+			return nil
+		}
+		policy = matching[0]
+		if len(matching) > 1 {
+			names := make([]string, 0, len(matching)-1)
+			for _, p := range matching[1:] {
+				names = append(names, p.Name)
+			}
+			s.degrade("PolicyConflict", fmt.Sprintf("ScitagPolicies %q and %v all select this tunnel; the oldest, %q, applies: narrow their tunnelSelectors or use spec.scitag.policyRef",
+				policy.Name, names, policy.Name))
+		}
+	}
+
+	resolvedCond := meta.FindStatusCondition(policy.Status.Conditions, scitunnelv1.ConditionResolved)
+	if resolvedCond == nil || resolvedCond.ObservedGeneration != policy.Generation {
+		notTagged(metav1.ConditionUnknown, "PolicyPending", fmt.Sprintf("waiting for ScitagPolicy %q to resolve its tag", policy.Name))
+		return nil
+	}
+	if resolvedCond.Status != metav1.ConditionTrue || policy.Status.ExperimentID == nil || policy.Status.ActivityID == nil {
+		msg := fmt.Sprintf("ScitagPolicy %q does not resolve: %s", policy.Name, resolvedCond.Message)
+		notTagged(metav1.ConditionFalse, "PolicyUnresolved", msg)
+		s.degrade("PolicyUnresolved", msg)
+		return nil
+	}
+	tag := scitag.Tag{
+		ExperimentID:   int(*policy.Status.ExperimentID),
+		ActivityID:     int(*policy.Status.ActivityID),
+		ExperimentName: policy.Status.ExperimentName,
+		ActivityName:   policy.Status.ActivityName,
+	}
+	entropy := policy.Spec.Entropy != nil && *policy.Spec.Entropy
+	if sc := t.Spec.Scitag; sc != nil && sc.Entropy != nil {
+		entropy = *sc.Entropy
+	}
+	s.tag = resolved(tag, entropy, "ScitagPolicy/"+policy.Name)
+	t.Status.Scitag = s.tag
+	s.fireflies = firefliesFrom(policy.Spec.Fireflies)
+
+	// The proxies name tags with the registry the policy resolved against.
+	if reg := policy.Spec.Registry; reg != nil {
+		cmName, key := registryConfigMapName(policy), "api.json"
+		if reg.ConfigMapRef != nil {
+			cmName = reg.ConfigMapRef.Name
+			if reg.ConfigMapRef.Key != "" {
+				key = reg.ConfigMapRef.Key
+			}
+		}
+		var cm corev1.ConfigMap
+		if err := r.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: cmName}, &cm); err == nil && cm.Data[key] != "" {
+			if _, err := scitag.Parse([]byte(cm.Data[key])); err == nil {
+				s.registryJSON = []byte(cm.Data[key])
+			}
+		}
+	}
+	return nil
+}
+
+// resolveInline resolves inline names or ids against the compiled-in registry. Two numeric ids
+// that the registry does not list are accepted as they are: the label can carry them, and the
+// registry grows.
+func resolveInline(exp scitunnelv1.ExperimentRef, act scitunnelv1.ActivityRef) (scitag.Tag, error) {
+	reg := scitag.Default()
+	tag, err := reg.Resolve(string(exp), string(act))
+	if err == nil {
+		return tag, nil
+	}
+	e, errE := strconv.Atoi(string(exp))
+	a, errA := strconv.Atoi(string(act))
+	if errE != nil || errA != nil {
+		return scitag.Tag{}, err
+	}
+	if _, err := scitag.Label(e, a); err != nil {
+		return scitag.Tag{}, err
+	}
+	if known, ok := reg.Lookup(e, a); ok {
+		return known, nil
+	}
+	return scitag.Tag{ExperimentID: e, ActivityID: a}, nil
+}
+
+func resolved(tag scitag.Tag, entropy bool, source string) *scitunnelv1.ResolvedScitag {
+	label := tag.Label()
+	return &scitunnelv1.ResolvedScitag{
+		Name:         tag.String(),
+		ExperimentID: int32(tag.ExperimentID),
+		ActivityID:   int32(tag.ActivityID),
+		FlowLabel:    int32(label),
+		FlowLabelHex: scitag.FormatLabel(label),
+		Entropy:      entropy,
+		Source:       source,
+	}
+}
+
+// firefliesFrom converts the API's fireflies settings to the data plane's.
+func firefliesFrom(f *scitunnelv1.FirefliesSpec) *config.Fireflies {
+	if f == nil {
+		return nil
+	}
+	out := &config.Fireflies{
+		Enabled: f.Enabled != nil && *f.Enabled,
+		ToPeer:  f.ToPeer != nil && *f.ToPeer,
+	}
+	for _, c := range f.Collectors {
+		out.Collectors = append(out.Collectors, string(c))
+	}
+	return out
+}
+
+// mergeFireflies combines the tunnel's own settings with its policy's: enabled if either
+// enables, collectors from both.
+func mergeFireflies(a, b *config.Fireflies) *config.Fireflies {
+	if a == nil {
+		return b
+	}
+	if b == nil {
+		return a
+	}
+	out := &config.Fireflies{Enabled: a.Enabled || b.Enabled, ToPeer: a.ToPeer || b.ToPeer, Application: a.Application}
+	out.Collectors = append(slices.Clone(a.Collectors), b.Collectors...)
+	slices.Sort(out.Collectors)
+	out.Collectors = slices.Compact(out.Collectors)
+	return out
+}
