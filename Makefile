@@ -81,7 +81,7 @@ GO_TEST_EXCLUDE ?= /test/e2e
 TEST_PHASES_STATIC := verify-fmt verify-generated vet
 TEST_PHASES_GO := test-go
 TEST_PHASES_FUZZ :=
-TEST_PHASES_E2E :=
+TEST_PHASES_E2E := test-cluster
 
 ## Paths whose generated content `make verify-generated` checks (others may +=).
 GENERATED_PATHS := api config
@@ -149,16 +149,22 @@ test-go: envtest-binaries ## go test every package but e2e: unit, envtest suites
 
 ##@ Images
 
-.PHONY: images
-images: build ## Pack the manager and data-plane images into bin/images/*.tar (no base image, reproducible).
+.PHONY: images image-manager image-dataplane
+images: image-manager image-dataplane ## Pack the manager and data-plane images into bin/images/*.tar (no base image, reproducible).
+
+image-manager: ## Pack bin/images/manager.tar ($(MANAGER_IMG)).
+	$(GO_BUILD_ENV) go build $(GO_BUILD_FLAGS) -o $(LOCALBIN)/manager ./cmd
 	go run ./hack/imagepack -o $(IMAGES_DIR)/manager.tar -t $(MANAGER_IMG) \
 		-entrypoint /manager $(LOCALBIN)/manager=/manager
+
+image-dataplane: ## Pack bin/images/dataplane.tar ($(DATAPLANE_IMG)).
+	$(GO_BUILD_ENV) go build $(GO_BUILD_FLAGS) -o $(LOCALBIN)/scitunnel ./cmd/scitunnel
 	go run ./hack/imagepack -o $(IMAGES_DIR)/dataplane.tar -t $(DATAPLANE_IMG) \
 		-entrypoint /scitunnel $(LOCALBIN)/scitunnel=/scitunnel
 
 .PHONY: cluster-images
 cluster-images: cluster-binaries ## Pack the local cluster's own images: pause and CoreDNS.
-	$(GO_BUILD_ENV) go build $(GO_BUILD_FLAGS) -o $(LOCALBIN)/pause ./hack/pause
+	$(GO_BUILD_ENV) go build -trimpath -ldflags '-s -w' -o $(LOCALBIN)/pause ./hack/pause
 	go run ./hack/imagepack -o $(IMAGES_DIR)/pause.tar -t $(PAUSE_IMG) \
 		-entrypoint /pause $(LOCALBIN)/pause=/pause
 	go run ./hack/imagepack -o $(IMAGES_DIR)/coredns.tar -t $(COREDNS_IMG) \
@@ -180,16 +186,27 @@ cluster-binaries: ## Build all the local cluster's Kubernetes binaries, etcd and
 	@$(K8S_BINARIES_ENV) hack/k8s-binaries.sh cluster
 
 .PHONY: cluster-up
-cluster-up: cluster-binaries cluster-images images ## Start (or reuse) the single-node local cluster; kubeconfig in bin/cluster/kubeconfig.
+cluster-up: cluster-binaries cluster-images ## Start (or reuse) the local cluster, importing bin/images/*.tar; kubeconfig in bin/cluster/kubeconfig.
 	@$(CLUSTER_ENV) hack/local-cluster/up
 
 .PHONY: cluster-load-images
-cluster-load-images: images ## Re-import bin/images/*.tar into the running local cluster.
+cluster-load-images: ## Import bin/images/*.tar into the running local cluster (after `make images`).
 	@$(CLUSTER_ENV) hack/local-cluster/load-images
 
 .PHONY: cluster-down
 cluster-down: ## Tear the local cluster down and leave nothing behind.
 	@$(CLUSTER_ENV) hack/local-cluster/down
+
+.PHONY: cluster-smoke
+cluster-smoke: ## Check the running local cluster: our image in a pod, dual-stack pod IPs and Service, logs, exec, DNS.
+	@$(CLUSTER_ENV) DATAPLANE_IMG=$(DATAPLANE_IMG) hack/local-cluster/smoke
+
+.PHONY: test-cluster
+test-cluster: image-dataplane ## The local cluster's lifecycle: up, smoke test, down, nothing left on the host.
+	@$(MAKE) --no-print-directory cluster-up
+	@$(MAKE) --no-print-directory cluster-smoke || { $(MAKE) --no-print-directory cluster-down; exit 1; }
+	@$(MAKE) --no-print-directory cluster-down
+	@$(MAKE) --no-print-directory cluster-check-clean
 
 .PHONY: cluster-check-clean
 cluster-check-clean: ## Fail if anything of the local cluster is left on the host (run after cluster-down).
