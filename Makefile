@@ -72,7 +72,8 @@ GO_BUILD_FLAGS ?= -trimpath -ldflags '$(GO_LDFLAGS)'
 
 ## go test: -count=1 never reuses a cached result; -p 1 runs one package's tests at a time,
 ## because privileged tests create network namespaces, veths and sockets that another
-## package's tests must not race with (compilation still uses every core).
+## package's tests must not race with. (-p also serialises compiling packages; `make vet`, run
+## before it by `make test`, has already compiled the dependencies with every core.)
 GO_TEST_FLAGS ?= -count=1 -p 1 -timeout 30m
 # Packages `make test-go` leaves out (they have their own phase).
 GO_TEST_EXCLUDE ?= /test/e2e
@@ -141,7 +142,7 @@ run: manifests generate fmt vet ## Run the manager from source against the clust
 
 .PHONY: test
 test: ## Everything CI runs: static checks, go test (unit, envtest, privileged), fuzz, e2e.
-	@hack/run-phases.sh $(TEST_PHASES_STATIC) $(TEST_PHASES_GO) $(TEST_PHASES_FUZZ) $(TEST_PHASES_E2E)
+	@MAKE="$(MAKE)" hack/run-phases.sh $(TEST_PHASES_STATIC) $(TEST_PHASES_GO) $(TEST_PHASES_FUZZ) $(TEST_PHASES_E2E)
 
 .PHONY: test-go
 test-go: envtest-binaries ## go test every package but e2e: unit, envtest suites, privileged (root) tests.

@@ -138,6 +138,20 @@ baseline() {
 	awk -v k="$1" -v n="$2" '$1 == k && $2 == n { print $3 }' "$HOST_BASELINE"
 }
 
+# The node's addresses, ports, bridge and ${RUN} are host-wide, so one local cluster per host:
+# ${RUN}/owner names the state directory of the clone whose cluster holds the host.
+OWNER_FILE="$RUN/owner"
+
+# other_owner: prints the state directory of another clone's cluster holding the host, if any
+# (a stale record, whose state directory is gone, does not count).
+other_owner() {
+	local o
+	o="$(cat "$OWNER_FILE" 2>/dev/null)" || return 0
+	if [[ -n "$o" && "$o" != "$STATE" && -d "$o" ]]; then
+		echo "$o"
+	fi
+}
+
 # The order components start in; `down` stops them in its own order.
 COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
