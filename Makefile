@@ -183,8 +183,9 @@ envtest-binaries: ## Build kube-apiserver and etcd for envtest into bin/k8s/ (on
 	@$(K8S_BINARIES_ENV) hack/k8s-binaries.sh envtest
 
 .PHONY: cluster-binaries
-cluster-binaries: ## Build all the local cluster's Kubernetes binaries, etcd and CoreDNS (once; ~8 min cold).
+cluster-binaries: ## Build all the local cluster's Kubernetes binaries, etcd and CoreDNS (once; ~8 min cold); bin/kubectl.
 	@$(K8S_BINARIES_ENV) hack/k8s-binaries.sh cluster
+	@ln -sfn $(K8S_BIN_DIR)/kubectl $(LOCALBIN)/kubectl
 
 .PHONY: cluster-up
 cluster-up: cluster-binaries cluster-images ## Start (or reuse) the local cluster, importing bin/images/*.tar; kubeconfig in bin/cluster/kubeconfig.
