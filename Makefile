@@ -247,3 +247,15 @@ endef
 # ---------------------------------------------------------------------------------------------
 # Sections owned by other engineers go below this line, each between "# ---- begin X ----" and
 # "# ---- end X ----".
+
+# ---- begin operator ----
+##@ Operator (api/, controllers/, test/envtest/)
+
+.PHONY: test-envtest
+test-envtest: envtest-binaries ## The operator's envtest suites: API validation table, printer columns, reconcilers.
+	go test ./test/envtest/ ./controllers/ -count=1
+
+.PHONY: bench-reconcile
+bench-reconcile: envtest-binaries ## Reconcile 1,000 StreamTunnels with the real manager on envtest; prints time and memory.
+	go test ./test/envtest/ -run '^$$' -bench BenchmarkReconcile1000 -benchtime=1x -timeout 20m
+# ---- end operator ----

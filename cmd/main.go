@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"os"
+	"runtime/debug"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,7 +34,7 @@ func init() {
 
 func main() {
 	var (
-		metricsAddr, probeAddr                 string
+		metricsAddr, probeAddr, pprofAddr      string
 		secureMetrics, enableHTTP2, leaderElec bool
 		opts                                   controllers.Options
 		pullPolicy                             string
@@ -44,6 +45,7 @@ func main() {
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint (:8443 HTTPS, :8080 HTTP, 0 off).")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with Kubernetes authentication and authorization.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of Go's /debug/pprof endpoints (0: off).")
 	flag.BoolVar(&leaderElec, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics with HTTP/2 (off by default: HTTP/2 rapid-reset CVEs).")
 	flag.StringVar(&opts.DataPlaneImage, "dataplane-image", "ghcr.io/scitunnel/scitunnel:latest", "Image of the proxy and sFlow sidecar containers.")
@@ -80,6 +82,7 @@ func main() {
 		Metrics:                       metricsOpts,
 		WebhookServer:                 webhook.NewServer(webhook.Options{TLSOpts: tlsOpts}),
 		HealthProbeBindAddress:        probeAddr,
+		PprofBindAddress:              pprofAddr,
 		LeaderElection:                leaderElec,
 		LeaderElectionID:              "scitunnel-operator.scitunnel.io",
 		LeaderElectionReleaseOnCancel: true,
@@ -104,6 +107,12 @@ func main() {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		log.Error(err, "unable to set up the ready check")
 		os.Exit(1)
+	}
+	if os.Getenv("GOGC") == "" {
+		// The manager's live heap is mostly informer caches, which live as long as the process;
+		// Go's default GOGC=100 lets the heap grow to twice that before collecting, for little
+		// CPU saved. 50 keeps a thousand tunnels under 150 MB (make bench-reconcile).
+		debug.SetGCPercent(50)
 	}
 	log.Info("starting the manager", "dataplaneImage", opts.DataPlaneImage)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {

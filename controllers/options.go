@@ -103,11 +103,13 @@ func (o Options) withDefaults() Options {
 }
 
 // CacheOptions keeps the manager's memory bounded in large clusters: Pods, Deployments and
-// Services are cached only when the operator made them. Secrets and ConfigMaps stay
-// unfiltered because tunnels and policies reference users' own.
+// Services are cached only when the operator made them (Secrets and ConfigMaps stay
+// unfiltered because tunnels and policies reference users' own), and no cached object keeps
+// its managedFields, which the reconcilers never read and which weigh as much as the objects.
 func CacheOptions() cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})
 	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}:               {Label: managed},
 			&appsv1.Deployment{}:        {Label: managed},

@@ -348,7 +348,7 @@ func (r *ScitagPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&scitunnelv1.ScitagPolicy{}, builder.WithPredicates(specOrMeta)).
 		Owns(&corev1.ConfigMap{}).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.configMapToPolicies)).
-		Watches(&scitunnelv1.StreamTunnel{}, handler.EnqueueRequestsFromMapFunc(r.tunnelToPolicies)).
+		Watches(&scitunnelv1.StreamTunnel{}, handler.EnqueueRequestsFromMapFunc(r.tunnelToPolicies), builder.WithPredicates(tunnelMembershipChanged)).
 		// A policy's status feeds its rivals' Conflict conditions.
 		Watches(&scitunnelv1.ScitagPolicy{}, handler.EnqueueRequestsFromMapFunc(r.rivalPolicies), builder.WithPredicates(specOrMeta)).
 		Named("scitagpolicy").
