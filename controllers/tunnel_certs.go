@@ -249,6 +249,8 @@ func (r *StreamTunnelReconciler) ensureLeaf(ctx context.Context, s *tunnelScope,
 			why = "re-issued (names changed)"
 		case !s.now.Before(renewAt(kp.Cert)):
 			why = "renewed"
+		case lifetimeChanged(kp.Cert, req.Lifetime):
+			why = "re-issued (lifetime changed)"
 		default:
 			leaf = kp
 		}
@@ -496,4 +498,10 @@ func toAny(in []string) []any {
 		out[i] = v
 	}
 	return out
+}
+
+// lifetimeChanged: spec.certificates.duration no longer matches what the certificate got.
+func lifetimeChanged(c *x509.Certificate, lifetime time.Duration) bool {
+	d := c.NotAfter.Sub(c.NotBefore) - (lifetime + backdate)
+	return d > time.Minute || d < -time.Minute
 }

@@ -1,0 +1,137 @@
+package controllers
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
+	"github.com/scitunnel/scitunnel/dataplane/scitag"
+)
+
+func TestFormatBitRate(t *testing.T) {
+	for _, c := range []struct {
+		bps  float64
+		want string
+	}{
+		{0, "0 bit/s"}, {-5, "0 bit/s"}, {950, "950 bit/s"}, {999.4, "999 bit/s"}, {999.6, "1.0 kbit/s"},
+		{1200, "1.2 kbit/s"}, {12_300_000, "12 Mbit/s"}, {1.2e9, "1.2 Gbit/s"}, {9.96e9, "10 Gbit/s"},
+		{100e9, "100 Gbit/s"}, {1.5e12, "1.5 Tbit/s"},
+	} {
+		if got := FormatBitRate(c.bps); got != c.want {
+			t.Errorf("FormatBitRate(%v) = %q, want %q", c.bps, got, c.want)
+		}
+	}
+}
+
+func TestFormatPorts(t *testing.T) {
+	for _, c := range []struct {
+		ports []int
+		want  string
+	}{
+		{nil, ""}, {[]int{5100}, "5100"}, {[]int{5100, 5101, 5102}, "5100-5102"}, {[]int{5100, 6000}, "5100,6000"},
+		{[]int{5101, 5100}, "5101,5100"},
+	} {
+		if got := formatPorts(c.ports); got != c.want {
+			t.Errorf("formatPorts(%v) = %q, want %q", c.ports, got, c.want)
+		}
+	}
+	if got := joinHostPorts("2001:db8::1", []int{5100, 5101}); got != "[2001:db8::1]:5100-5101" {
+		t.Errorf("joinHostPorts IPv6 = %q", got)
+	}
+}
+
+func TestErrorPercent(t *testing.T) {
+	for _, c := range []struct {
+		samples uint64
+		want    int32
+	}{{0, 100}, {1, 196}, {100, 20}, {10000, 2}, {20000, 2}, {384160, 1}} {
+		if got := errorPercent(c.samples); got != c.want {
+			t.Errorf("errorPercent(%d) = %d, want %d", c.samples, got, c.want)
+		}
+	}
+}
+
+func TestRenewalAtTwoThirds(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ca, err := newCA("test", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.issue(leafRequest{CommonName: "x", DNSNames: []string{"x"}, IPs: []net.IP{net.ParseIP("10.0.0.1")},
+		URIs: []string{"spiffe://td/ns/a/streamtunnel/b"}, Server: true, Lifetime: 90 * time.Hour}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// NotBefore is backdated 5 minutes: the lifetime is 90h05m, two thirds of it 60h03m20s.
+	want := now.Add(-backdate).Add((90*time.Hour + backdate) * 2 / 3)
+	if got := renewAt(leaf.Cert); !got.Equal(want) {
+		t.Errorf("renewAt = %v, want %v", got, want)
+	}
+	if !signedBy(leaf.Cert, ca.Cert) {
+		t.Error("leaf not signed by its CA")
+	}
+	other, _ := newCA("other", now)
+	if signedBy(leaf.Cert, other.Cert) {
+		t.Error("leaf verified against a foreign CA")
+	}
+	if !hasSANs(leaf.Cert, leafRequest{DNSNames: []string{"x"}, IPs: []net.IP{net.ParseIP("10.0.0.1")}, URIs: []string{"spiffe://td/ns/a/streamtunnel/b"}}) {
+		t.Error("hasSANs false for the same SANs")
+	}
+	if hasSANs(leaf.Cert, leafRequest{DNSNames: []string{"x", "y"}, IPs: []net.IP{net.ParseIP("10.0.0.1")}, URIs: []string{"spiffe://td/ns/a/streamtunnel/b"}}) {
+		t.Error("hasSANs true after a name was added")
+	}
+	if lifetimeChanged(leaf.Cert, 90*time.Hour) || !lifetimeChanged(leaf.Cert, 30*time.Hour) {
+		t.Error("lifetimeChanged misjudges")
+	}
+	kp, err := parseKeyPair(leaf.CertPEM, leaf.KeyPEM)
+	if err != nil || kp.Cert.SerialNumber.Cmp(leaf.Cert.SerialNumber) != 0 {
+		t.Errorf("parseKeyPair round trip: %v", err)
+	}
+	if _, err := parseKeyPair(leaf.CertPEM, ca.KeyPEM); err == nil {
+		t.Error("parseKeyPair accepted a key of another certificate")
+	}
+}
+
+// The flow labels the operator writes follow the scitags test vectors (dataplane/scitag holds
+// the encoder's own vectors; this checks the operator's resolution path end to end).
+func TestResolveInlineVectors(t *testing.T) {
+	for _, c := range []struct {
+		exp, act string
+		name     string
+		label    int32
+	}{
+		{"default", "default", "default.default", 131076},
+		{"atlas", "perfSONAR", "atlas.perfSONAR", 65544},
+		{"2", "9", "atlas.Debug", 65572},
+		{"ATLAS", "production output", "atlas.Production_Output", 65600},
+		{"cms", "Analysis_Input", "cms.Analysis_Input", 196664},
+		{"alice", "Job output", "alice.Job_output", 163888},
+		{"xenon", "1", "xenon.default", 114692},
+		{"511", "63", "511.63", 261884},
+	} {
+		tag, err := resolveInline(scitunnelv1.ExperimentRef(c.exp), scitunnelv1.ActivityRef(c.act))
+		if err != nil {
+			t.Errorf("%s/%s: %v", c.exp, c.act, err)
+			continue
+		}
+		r := resolved(tag, false, "inline")
+		if r.Name != c.name || r.FlowLabel != c.label || r.FlowLabelHex != scitag.FormatLabel(uint32(c.label)) {
+			t.Errorf("%s/%s = %s %d %s, want %s %d", c.exp, c.act, r.Name, r.FlowLabel, r.FlowLabelHex, c.name, c.label)
+		}
+	}
+	if _, err := resolveInline("atlas", "no such activity"); err == nil {
+		t.Error("an unknown activity name resolved")
+	}
+}
+
+func TestSidecarPrivilegesFollowSampling(t *testing.T) {
+	on := sflowSecurityContext(true)
+	if len(on.Capabilities.Add) != 1 || on.Capabilities.Add[0] != "NET_RAW" || *on.RunAsUser != 0 || *on.AllowPrivilegeEscalation {
+		t.Errorf("sampling sidecar: %+v", on)
+	}
+	off := sflowSecurityContext(false)
+	if len(off.Capabilities.Add) != 0 || !*off.RunAsNonRoot || *off.RunAsUser != dataPlaneUID {
+		t.Errorf("analyzer-only sidecar: %+v", off)
+	}
+}
