@@ -35,6 +35,7 @@ func init() {
 func main() {
 	var (
 		metricsAddr, probeAddr, pprofAddr      string
+		leaderElectionNamespace                string
 		secureMetrics, enableHTTP2, leaderElec bool
 		opts                                   controllers.Options
 		pullPolicy                             string
@@ -47,6 +48,7 @@ func main() {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of Go's /debug/pprof endpoints (0: off).")
 	flag.BoolVar(&leaderElec, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
+	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the manager's own namespace in a cluster).")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics with HTTP/2 (off by default: HTTP/2 rapid-reset CVEs).")
 	flag.StringVar(&opts.DataPlaneImage, "dataplane-image", "ghcr.io/scitunnel/scitunnel:latest", "Image of the proxy and sFlow sidecar containers.")
 	flag.StringVar(&pullPolicy, "dataplane-image-pull-policy", "", "imagePullPolicy of the data-plane containers (Always, IfNotPresent, Never; empty: Kubernetes' default).")
@@ -85,6 +87,7 @@ func main() {
 		PprofBindAddress:              pprofAddr,
 		LeaderElection:                leaderElec,
 		LeaderElectionID:              "scitunnel-operator.scitunnel.io",
+		LeaderElectionNamespace:       leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         controllers.CacheOptions(),
 	})

@@ -348,7 +348,9 @@ type IssuerReference struct {
 	Group string `json:"group,omitempty"`
 }
 
-// TunnelScitag tags a tunnel's flows: a ScitagPolicy reference, or an inline pair.
+// TunnelScitag tags a tunnel's flows: a ScitagPolicy reference, or an inline pair. Inline
+// names resolve against the registry snapshot compiled into the operator (numeric ids need no
+// registry); to resolve against another registry, use a ScitagPolicy.
 //
 // +kubebuilder:validation:XValidation:rule="!(has(self.policyRef) && (has(self.experiment) || has(self.activity)))",message="spec.scitag: use either policyRef or inline experiment/activity, not both"
 // +kubebuilder:validation:XValidation:rule="has(self.policyRef) || (has(self.experiment) && has(self.activity))",message="spec.scitag needs policyRef, or both experiment and activity"
