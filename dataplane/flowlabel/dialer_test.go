@@ -1,0 +1,181 @@
+package flowlabel
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/scitunnel/scitunnel/dataplane/scitag"
+	"github.com/scitunnel/scitunnel/test/wire"
+)
+
+// sink accepts one connection on [::1] and reads it to the end.
+func sink(t *testing.T) (net.Listener, <-chan int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	got := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		n, _ := io.Copy(io.Discard, c)
+		c.Close()
+		got <- n
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return ln, got
+}
+
+func send(t *testing.T, c net.Conn, n int) {
+	t.Helper()
+	buf := make([]byte, 64<<10)
+	for sent := 0; sent < n; sent += len(buf) {
+		if _, err := c.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+}
+
+// Every segment the dialer sends carries the tag's label; an ordinary dial's do not.
+func TestDialerMarksEverySegment(t *testing.T) {
+	wire.RequirePrivileged(t)
+	atlasDebug, _ := scitag.Label(2, 9) // 65572, the label iperf3 --flowlabel uses in the notes
+	capture, err := wire.Start("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ln, got := sink(t)
+	d := &Dialer{Label: func() uint32 { return atlasDebug }, Timeout: 5 * time.Second}
+	c, err := d.DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.(*net.TCPConn); !ok {
+		t.Fatalf("dialer returned %T, want *net.TCPConn (keeps splice)", c)
+	}
+	marked := netip.MustParseAddrPort(c.LocalAddr().String())
+	send(t, c, 4<<20)
+	if n := <-got; n != 4<<20 {
+		t.Fatalf("sink read %d bytes", n)
+	}
+	if s := d.LastStatus(); s == nil || !s.Marked || s.Reason != ReasonMarked {
+		t.Fatalf("status %+v, want marked", s)
+	}
+
+	ln2, got2 := sink(t)
+	plain, err := net.Dial("tcp6", ln2.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmarked := netip.MustParseAddrPort(plain.LocalAddr().String())
+	send(t, plain, 1<<20)
+	<-got2
+
+	packets := capture.Stop()
+	server := netip.MustParseAddrPort(ln.Addr().String())
+	data, syn := 0, 0
+	for _, p := range wire.Between(packets, marked, server) {
+		if p.FlowLabel&scitag.Mask != atlasDebug {
+			t.Fatalf("segment %+v carries label %#05x, want %#05x", p, p.FlowLabel, atlasDebug)
+		}
+		if p.SYN {
+			syn++
+		}
+		if p.PayloadLen > 0 {
+			data++
+		}
+	}
+	if syn == 0 || data == 0 {
+		t.Fatalf("captured %d SYNs and %d data segments of the marked connection; want both", syn, data)
+	}
+	server2 := netip.MustParseAddrPort(ln2.Addr().String())
+	plainPackets := wire.Between(packets, unmarked, server2)
+	if len(plainPackets) == 0 {
+		t.Fatal("captured nothing of the unmarked connection")
+	}
+	for _, p := range plainPackets {
+		if p.FlowLabel&scitag.Mask == atlasDebug {
+			t.Fatalf("an unmarked connection's segment carries the tag: %+v", p)
+		}
+	}
+}
+
+// Entropy varies the five entropy bits per connection and never the tag bits.
+func TestDialerEntropyPerConnection(t *testing.T) {
+	wire.RequirePrivileged(t)
+	base, _ := scitag.Label(2, 16)
+	d := &Dialer{Label: TagLabels(base, true), Timeout: 5 * time.Second}
+	labels := map[uint32]bool{}
+	for i := 0; i < 16; i++ {
+		ln, got := sink(t)
+		c, err := d.DialContext(context.Background(), "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := d.LastStatus()
+		if !s.Marked || s.Label&scitag.Mask != base {
+			t.Fatalf("status %+v", s)
+		}
+		if KernelReservesBit19() && s.Label&scitag.Bit19 != 0 {
+			t.Fatalf("bit 19 set although flowlabel_state_ranges=1: %#05x", s.Label)
+		}
+		labels[s.Label] = true
+		c.Close()
+		<-got
+	}
+	if len(labels) < 2 {
+		t.Fatalf("16 connections used %d distinct labels; entropy is not per connection", len(labels))
+	}
+}
+
+// An IPv4 destination cannot be labelled: the connection is still made and the status says why.
+func TestDialerIPv4FallsBack(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	d := &Dialer{Label: func() uint32 { return 65600 }}
+	c, err := d.DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if s := d.LastStatus(); s == nil || s.Marked || s.Reason != ReasonIPv4Path {
+		t.Fatalf("status %+v, want IPv4Path", s)
+	}
+}
+
+// A refused connection and a cancelled dial return errors promptly, leaking nothing.
+func TestDialerErrors(t *testing.T) {
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	d := &Dialer{Label: func() uint32 { return 65600 }, Timeout: 2 * time.Second}
+	if _, err := d.DialContext(context.Background(), "tcp", addr); err == nil {
+		t.Fatal("dial to a closed port succeeded")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := d.DialContext(ctx, "tcp", "[::1]:9"); err == nil {
+		t.Fatal("dial with a cancelled context succeeded")
+	}
+}
