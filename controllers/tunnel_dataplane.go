@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +18,9 @@ import (
 	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
 	"github.com/scitunnel/scitunnel/dataplane/report"
 )
+
+// conditionReason is the API server's rule for metav1.Condition.Reason.
+var conditionReason = regexp.MustCompile(`^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`)
 
 // UnknownTag is the analyzer's name for traffic that carries no (assigned) tag.
 const UnknownTag = "unknown"
@@ -115,8 +119,8 @@ func (r *StreamTunnelReconciler) observeDataPlane(ctx context.Context, s *tunnel
 			fmt.Sprintf("could not read the proxies' status: %v", lastErr))
 	case notApplied != nil:
 		reason := notApplied.status.FlowLabel.Reason
-		if reason == "" {
-			reason = "NotMarked"
+		if !conditionReason.MatchString(reason) {
+			reason = "NotMarked" // the API server refuses malformed reasons, and so the whole status
 		}
 		s.set(scitunnelv1.ConditionFlowLabelApplied, metav1.ConditionFalse, reason,
 			fmt.Sprintf("pod %s: %s", notApplied.pod, orDefault(notApplied.status.FlowLabel.Message, "the proxy does not stamp the flow label")))

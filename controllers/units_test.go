@@ -135,3 +135,11 @@ func TestSidecarPrivilegesFollowSampling(t *testing.T) {
 		t.Errorf("analyzer-only sidecar: %+v", off)
 	}
 }
+
+func TestConditionReasonGuard(t *testing.T) {
+	for reason, ok := range map[string]bool{"Marked": true, "IPv4Path": true, "": false, "bad reason": false, "1st": false} {
+		if conditionReason.MatchString(reason) != ok {
+			t.Errorf("%q: want valid=%v", reason, ok)
+		}
+	}
+}
