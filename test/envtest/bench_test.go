@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -85,12 +86,18 @@ func BenchmarkReconcile1000(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		pprofAddr := l.Addr().String()
+		_ = l.Close()
 		cmd := exec.Command(manager,
 			"--kubeconfig="+kubeconfig,
 			"--metrics-bind-address=0", "--health-probe-bind-address=0",
 			"--kube-api-qps=1000", "--kube-api-burst=2000",
 			"--max-concurrent-reconciles=8",
-			"--dataplane-image=scitunnel-dataplane:bench", "--pprof-bind-address=127.0.0.1:18777")
+			"--dataplane-image=scitunnel-dataplane:bench", "--pprof-bind-address="+pprofAddr)
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
@@ -143,7 +150,7 @@ func BenchmarkReconcile1000(b *testing.B) {
 		stopSampling()
 		final := peak.current()
 		if p := os.Getenv("BENCH_HEAP_PROFILE"); p != "" {
-			saveHeapProfile(b, "http://127.0.0.1:18777/debug/pprof/heap", p)
+			saveHeapProfile(b, "http://"+pprofAddr+"/debug/pprof/heap", p)
 		}
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
