@@ -54,6 +54,7 @@ const (
 	ReasonPermissionDenied = "PermissionDenied"
 	ReasonLabelOutOfRange  = "LabelOutOfRange"
 	ReasonUnsupported      = "Unsupported"
+	ReasonUnlabelled       = "Unlabelled" // the dial asked for no label
 )
 
 // Status is the outcome of the last dial.
@@ -75,13 +76,19 @@ type Dialer struct {
 	last atomic.Pointer[Status]
 }
 
-// LastStatus returns the outcome of the most recent marked dial attempt, or nil before any.
+// LastStatus returns the outcome of the most recent labelled dial, or nil before any.
 func (d *Dialer) LastStatus() *Status { return d.last.Load() }
 
 // DialContext connects to address ("host:port", resolved like net.Dial). IPv6 destinations get
 // the label; when marking is impossible (an IPv4 destination, a refused lease) the connection is
 // still made, unmarked, and LastStatus says why: the tunnel must keep working.
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	c, _, err := d.Dial(ctx, network, address)
+	return c, err
+}
+
+// Dial is DialContext that also returns how this connection was marked.
+func (d *Dialer) Dial(ctx context.Context, network, address string) (net.Conn, Status, error) {
 	if d.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
@@ -92,23 +99,26 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 		label = d.Label() & 0xFFFFF
 	}
 	if label == 0 || !strings.HasPrefix(network, "tcp") {
-		return d.plain().DialContext(ctx, network, address)
+		c, err := d.plain().DialContext(ctx, network, address)
+		return c, Status{Reason: ReasonUnlabelled}, err
 	}
 	addrs, err := resolve(ctx, network, address)
 	if err != nil {
-		return nil, err
+		return nil, Status{}, err
 	}
 	var firstErr error
 	for _, ap := range addrs {
 		var c net.Conn
+		var st Status
 		if ap.Addr().Is4() || ap.Addr().Is4In6() {
-			d.record(Status{Reason: ReasonIPv4Path, Message: fmt.Sprintf("destination %s is IPv4: IPv4 has no flow label; the connection is unmarked", ap)})
+			st = Status{Reason: ReasonIPv4Path, Message: fmt.Sprintf("destination %s is IPv4: IPv4 has no flow label; the connection is unmarked", ap)}
 			c, err = d.plain().DialContext(ctx, "tcp", ap.String())
 		} else {
-			c, err = d.dialLabelled(ctx, ap, label)
+			c, st, err = d.dialLabelled(ctx, ap, label)
 		}
 		if err == nil {
-			return c, nil
+			d.last.Store(&st)
+			return c, st, nil
 		}
 		if firstErr == nil {
 			firstErr = err
@@ -117,14 +127,12 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 			break
 		}
 	}
-	return nil, firstErr
+	return nil, Status{}, firstErr
 }
 
 func (d *Dialer) plain() *net.Dialer {
 	return &net.Dialer{KeepAlive: d.KeepAlive}
 }
-
-func (d *Dialer) record(s Status) { d.last.Store(&s) }
 
 // resolve returns the destination addresses, IPv6 first: the labelled path is preferred.
 func resolve(ctx context.Context, network, address string) ([]netip.AddrPort, error) {
@@ -166,27 +174,28 @@ func resolverNetwork(network string) string {
 }
 
 // dialLabelled does the socket sequence described in the package comment. If the kernel
-// refuses the label, it falls back to an unmarked dial and records why.
-func (d *Dialer) dialLabelled(ctx context.Context, dst netip.AddrPort, label uint32) (net.Conn, error) {
+// refuses the label, it falls back to an unmarked dial and says why.
+func (d *Dialer) dialLabelled(ctx context.Context, dst netip.AddrPort, label uint32) (net.Conn, Status, error) {
 	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
-		return nil, os.NewSyscallError("socket", err)
+		return nil, Status{}, os.NewSyscallError("socket", err)
 	}
 	if reason, err := leaseLabel(fd, dst.Addr(), label); err != nil {
 		unix.Close(fd)
-		d.record(Status{Reason: reason, Message: fmt.Sprintf("the kernel refused flow label %#05x for %s: %v; the connection is unmarked", label, dst, err)})
-		return d.plain().DialContext(ctx, "tcp", dst.String())
+		st := Status{Reason: reason, Message: fmt.Sprintf("the kernel refused flow label %#05x for %s: %v; the connection is unmarked", label, dst, err)}
+		c, err := d.plain().DialContext(ctx, "tcp", dst.String())
+		return c, st, err
 	}
 	// os.NewFile registers a non-blocking descriptor with the runtime poller, so waiting for the
 	// connection parks the goroutine instead of a thread, and deadlines work.
 	f := os.NewFile(uintptr(fd), "flowlabel-dial")
 	defer f.Close() // net.FileConn below dups the descriptor
 	if err := connectWithLabel(ctx, f, dst, label); err != nil {
-		return nil, err
+		return nil, Status{}, err
 	}
 	c, err := net.FileConn(f)
 	if err != nil {
-		return nil, err
+		return nil, Status{}, err
 	}
 	if tc, ok := c.(*net.TCPConn); ok && d.KeepAlive >= 0 {
 		_ = tc.SetKeepAlive(true)
@@ -194,8 +203,7 @@ func (d *Dialer) dialLabelled(ctx context.Context, dst netip.AddrPort, label uin
 			_ = tc.SetKeepAlivePeriod(d.KeepAlive)
 		}
 	}
-	d.record(Status{Marked: true, Reason: ReasonMarked, Label: label, Message: fmt.Sprintf("connections carry flow label %#05x", label)})
-	return c, nil
+	return c, Status{Marked: true, Reason: ReasonMarked, Label: label, Message: fmt.Sprintf("connections carry flow label %#05x", label)}, nil
 }
 
 func leaseLabel(fd int, dst netip.Addr, label uint32) (reason string, err error) {

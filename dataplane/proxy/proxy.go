@@ -1,0 +1,300 @@
+// Package proxy is one end of a SciTunnel: it accepts connections on its routes' ports and
+// carries each to the route's target, over mutual TLS between the two ends of a tunnel, with
+// the tunnel's scitag stamped on the IPv6 flow label of every TCP connection it dials.
+//
+//	consumer --plain--> Outbound end ==mTLS, labelled==> Inbound end --labelled--> producer
+//
+// The Outbound end accepts plain connections from consumers and dials the Inbound end; the
+// Inbound end accepts (m)TLS from Outbound ends and dials the producer. Bytes flow both ways.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/scitunnel/scitunnel/dataplane/config"
+	"github.com/scitunnel/scitunnel/dataplane/firefly"
+	"github.com/scitunnel/scitunnel/dataplane/flowlabel"
+	"github.com/scitunnel/scitunnel/dataplane/scitag"
+	"github.com/scitunnel/scitunnel/dataplane/tlsfiles"
+)
+
+// handshakeTimeout bounds a TLS handshake, so a peer that connects and stalls cannot hold a
+// goroutine and a descriptor for long.
+const handshakeTimeout = 10 * time.Second
+
+// certReloadInterval is how often the mounted certificate files are re-read.
+const certReloadInterval = 5 * time.Second
+
+// Proxy is one running tunnel end.
+type Proxy struct {
+	log       *slog.Logger
+	cfg       atomic.Pointer[config.Config]
+	tls       *tlsfiles.Source // nil when the ends do not talk TLS
+	serverTLS *tls.Config
+	dialer    *flowlabel.Dialer
+	conns     *tracker
+	metrics   *metrics
+	fireflies atomic.Pointer[firefly.Sender]
+	started   time.Time
+
+	mu        sync.Mutex
+	listeners map[int]io.Closer // by listen port
+	serving   bool
+	wg        sync.WaitGroup // accept loops and connection handlers
+	ctx       context.Context
+}
+
+// New validates cfg, loads the certificates and binds every listener. Either all of that
+// succeeds or nothing stays open: a bad configuration never half-starts.
+func New(cfg *config.Config, log *slog.Logger) (*Proxy, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Proxy{
+		log:       log.With("tunnel", cfg.Tunnel, "role", cfg.Role),
+		conns:     newTracker(),
+		metrics:   newMetrics(cfg.Tunnel),
+		listeners: map[int]io.Closer{},
+		started:   time.Now(),
+	}
+	p.cfg.Store(cfg)
+	p.dialer = &flowlabel.Dialer{Timeout: cfg.DialTimeout.Duration, Label: p.nextLabel}
+	p.setFireflies(cfg)
+
+	if cfg.NeedsTLS() {
+		src, err := tlsfiles.Load(tlsfiles.Files{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, CAFile: cfg.TLS.CAFile}, p.log)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		p.tls = src
+		if cfg.Role == config.Inbound {
+			p.serverTLS = src.ServerConfig(cfg.TLS.AllowedSANs)
+		}
+	}
+	for _, r := range cfg.Routes {
+		if err := p.listen(cfg, r.ListenPort); err != nil {
+			p.closeListeners()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// nextLabel is the flow label for the next dialed connection: the current tag with fresh
+// entropy when asked for, or 0 (unmarked) when the tunnel has no tag.
+func (p *Proxy) nextLabel() uint32 {
+	s := p.cfg.Load().Scitag
+	if s == nil {
+		return 0
+	}
+	return flowlabel.TagLabels(s.FlowLabel(), s.Entropy)()
+}
+
+func (p *Proxy) setFireflies(cfg *config.Config) {
+	if f := cfg.Fireflies; f != nil && f.Enabled {
+		old := p.fireflies.Swap(&firefly.Sender{Collectors: f.Collectors, ToPeer: f.ToPeer, Application: orDefault(f.Application, "scitunnel"), Log: p.log})
+		old.Close()
+		return
+	}
+	p.fireflies.Swap(nil).Close()
+}
+
+// tagName names the tunnel's current tag in metrics and reports.
+func tagName(cfg *config.Config) string {
+	s := cfg.Scitag
+	if s == nil {
+		return "none"
+	}
+	if s.Name != "" {
+		return s.Name
+	}
+	if t, ok := scitag.Default().Lookup(s.ExperimentID, s.ActivityID); ok {
+		return t.String()
+	}
+	return scitag.Tag{ExperimentID: s.ExperimentID, ActivityID: s.ActivityID}.String()
+}
+
+// listen binds one route's port: TCP for stream protocols and UDP over TLS at the Inbound end
+// (the TLS stream arrives over TCP), UDP for datagrams arriving as datagrams.
+func (p *Proxy) listen(cfg *config.Config, port int) error {
+	addr := net.JoinHostPort(cfg.ListenAddress, strconv.Itoa(port))
+	if cfg.Protocol == config.UDP && !(cfg.Role == config.Inbound && cfg.UDPTransport == config.UDPOverTLS) {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return fmt.Errorf("routes: listen port %d: %w", port, err)
+		}
+		p.listeners[port] = pc
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("routes: listen port %d: %w", port, err)
+	}
+	p.listeners[port] = ln
+	return nil
+}
+
+func (p *Proxy) closeListeners() {
+	for port, l := range p.listeners {
+		l.Close()
+		delete(p.listeners, port)
+	}
+}
+
+// Addr returns the bound address of a route's listener (useful with port 0 in tests).
+func (p *Proxy) Addr(port int) net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch l := p.listeners[port].(type) {
+	case net.Listener:
+		return l.Addr()
+	case net.PacketConn:
+		return l.LocalAddr()
+	}
+	return nil
+}
+
+// Run serves until ctx ends, then drains: it stops accepting, lets active connections finish
+// until the drain timeout, cuts the rest and returns.
+func (p *Proxy) Run(ctx context.Context) error {
+	p.mu.Lock()
+	if p.serving {
+		p.mu.Unlock()
+		return errors.New("proxy already running")
+	}
+	p.serving = true
+	p.ctx = ctx
+	for port, l := range p.listeners {
+		p.serve(port, l)
+	}
+	p.mu.Unlock()
+
+	if p.tls != nil {
+		go p.tls.Watch(ctx, certReloadInterval)
+	}
+	p.log.Info("tunnel end up", "protocol", p.cfg.Load().Protocol, "routes", len(p.cfg.Load().Routes), "scitag", tagName(p.cfg.Load()))
+
+	<-ctx.Done()
+	drain := p.cfg.Load().DrainTimeout.Duration
+	p.log.Info("draining: no new connections", "active", p.conns.activeCount(), "deadline", drain)
+	p.mu.Lock()
+	p.closeListeners()
+	p.mu.Unlock()
+	if cut := p.conns.waitIdle(time.Now().Add(drain)); cut > 0 {
+		p.log.Warn("drain deadline passed; connections cut", "cut", cut)
+	}
+	p.wg.Wait()
+	p.fireflies.Load().Close()
+	return nil
+}
+
+// serve starts the accept (or datagram) loop of one listener. Called with p.mu held.
+func (p *Proxy) serve(port int, l io.Closer) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		switch l := l.(type) {
+		case net.Listener:
+			p.acceptLoop(port, l)
+		case net.PacketConn:
+			p.datagramLoop(port, l.(*net.UDPConn))
+		}
+	}()
+}
+
+func (p *Proxy) acceptLoop(port int, ln net.Listener) {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors and similar: wait a little instead of spinning.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			p.log.Warn("accept failed", "port", port, "err", err, "retryIn", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.handleStream(port, c)
+		}()
+	}
+}
+
+// routeFor returns the route of a listen port in cfg.
+func routeFor(cfg *config.Config, port int) (config.Route, bool) {
+	for _, r := range cfg.Routes {
+		if r.ListenPort == port {
+			return r, true
+		}
+	}
+	return config.Route{}, false
+}
+
+// Reload applies a new configuration to new connections: targets, tag, fireflies and the set of
+// listen ports. Role, protocol and certificate paths need a restart.
+func (p *Proxy) Reload(cfg *config.Config) error {
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	old := p.cfg.Load()
+	if cfg.Role != old.Role || cfg.Protocol != old.Protocol || cfg.UDPTransport != old.UDPTransport ||
+		cfg.ListenAddress != old.ListenAddress || (cfg.TLS == nil) != (old.TLS == nil) ||
+		(cfg.TLS != nil && (cfg.TLS.CertFile != old.TLS.CertFile || cfg.TLS.KeyFile != old.TLS.KeyFile || cfg.TLS.CAFile != old.TLS.CAFile)) {
+		return errors.New("role, protocol, udpTransport, listenAddress and tls file paths cannot change while running; restart the proxy")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	want := map[int]bool{}
+	for _, r := range cfg.Routes {
+		want[r.ListenPort] = true
+		if _, ok := p.listeners[r.ListenPort]; ok {
+			continue
+		}
+		if err := p.listen(cfg, r.ListenPort); err != nil {
+			return err
+		}
+		if p.serving {
+			p.serve(r.ListenPort, p.listeners[r.ListenPort])
+		}
+	}
+	for port, l := range p.listeners {
+		if !want[port] {
+			l.Close() // established connections on it carry on
+			delete(p.listeners, port)
+		}
+	}
+	if p.tls != nil && cfg.Role == config.Inbound {
+		p.serverTLS = p.tls.ServerConfig(cfg.TLS.AllowedSANs)
+	}
+	p.cfg.Store(cfg)
+	p.setFireflies(cfg)
+	p.log.Info("configuration reloaded", "routes", len(cfg.Routes), "scitag", tagName(cfg))
+	return nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

@@ -1,0 +1,143 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// relayBuffer is the copy buffer for paths that cannot splice (TLS on either side). Large
+// buffers let one Write carry many TLS records, which is where the per-syscall cost goes.
+const relayBuffer = 512 << 10
+
+// spliceChunk bounds one splice(2) round so byte counters move while a long stream runs.
+const spliceChunk = 16 << 20
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, relayBuffer); return &b }}
+
+// byteCounter counts one direction of one connection and feeds the tag's totals.
+type byteCounter struct {
+	n       atomic.Uint64
+	onBytes func(int64)
+}
+
+func (c *byteCounter) add(n int64) {
+	if n <= 0 {
+		return
+	}
+	c.n.Add(uint64(n))
+	if c.onBytes != nil {
+		c.onBytes(n)
+	}
+}
+
+// relay copies both ways between the connection a consumer or peer opened (accepted) and the
+// one the proxy dialed (dialed) until both directions end. A clean end of one direction is
+// passed on as a half-close, so request/response protocols that shut down their sending side
+// still get their answer; an error in either direction tears both down.
+func relay(accepted, dialed net.Conn, toProducer, toConsumer *byteCounter, idle time.Duration) {
+	var lastActive atomic.Int64
+	touch := func() { lastActive.Store(time.Now().UnixNano()) }
+	touch()
+
+	errc := make(chan error, 2)
+	go func() {
+		err := pipe(dialed, accepted, toProducer, touch)
+		if err == nil {
+			err = closeWrite(dialed)
+		}
+		errc <- err
+	}()
+	go func() {
+		err := pipe(accepted, dialed, toConsumer, touch)
+		if err == nil {
+			err = closeWrite(accepted)
+		}
+		errc <- err
+	}()
+
+	closeBoth := func() { accepted.Close(); dialed.Close() }
+	var watchdog *time.Ticker
+	var idleC <-chan time.Time
+	if idle > 0 {
+		watchdog = time.NewTicker(max(idle/4, 10*time.Millisecond))
+		defer watchdog.Stop()
+		idleC = watchdog.C
+	}
+	for pending := 2; pending > 0; {
+		select {
+		case err := <-errc:
+			pending--
+			if err != nil {
+				closeBoth()
+			}
+		case <-idleC:
+			if time.Since(time.Unix(0, lastActive.Load())) > idle {
+				closeBoth()
+				idleC = nil
+			}
+		}
+	}
+	closeBoth()
+}
+
+// pipe copies src to dst until src ends (nil) or either side fails.
+func pipe(dst, src net.Conn, cnt *byteCounter, touch func()) error {
+	if d, ok := dst.(*net.TCPConn); ok {
+		if s, ok := src.(*net.TCPConn); ok {
+			return splicePipe(d, s, cnt, touch)
+		}
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			cnt.add(int64(n))
+			touch()
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// splicePipe moves bytes kernel to kernel: (*net.TCPConn).ReadFrom splices from a TCP source
+// (also through an io.LimitedReader), so plain TCP tunnels never copy payload into user space.
+func splicePipe(dst, src *net.TCPConn, cnt *byteCounter, touch func()) error {
+	for {
+		n, err := dst.ReadFrom(io.LimitReader(src, spliceChunk))
+		cnt.add(n)
+		if n > 0 {
+			touch()
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil // EOF
+		}
+	}
+}
+
+type halfCloser interface{ CloseWrite() error }
+
+func closeWrite(c net.Conn) error {
+	if hc, ok := c.(halfCloser); ok {
+		if err := hc.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	}
+	return c.Close()
+}

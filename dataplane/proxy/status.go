@@ -1,0 +1,114 @@
+package proxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/scitunnel/scitunnel/dataplane/config"
+	"github.com/scitunnel/scitunnel/dataplane/flowlabel"
+	"github.com/scitunnel/scitunnel/dataplane/report"
+)
+
+// Ready reports whether the end can carry traffic: every listener bound and, for TLS, a
+// certificate inside its validity period.
+func (p *Proxy) Ready() (bool, string) {
+	p.mu.Lock()
+	bound := len(p.listeners)
+	p.mu.Unlock()
+	cfg := p.cfg.Load()
+	if bound != len(cfg.Routes) {
+		return false, fmt.Sprintf("%d of %d listeners bound", bound, len(cfg.Routes))
+	}
+	if p.tls != nil && !p.tls.Valid(time.Now()) {
+		return false, fmt.Sprintf("certificate not valid now (notAfter %s)", p.tls.NotAfter().Format(time.RFC3339))
+	}
+	return true, "ok"
+}
+
+// Status is what the controller reads at report.StatusPath.
+func (p *Proxy) Status() report.ProxyStatus {
+	cfg := p.cfg.Load()
+	ready, _ := p.Ready()
+	st := report.ProxyStatus{
+		Tunnel:            cfg.Tunnel,
+		Ready:             ready,
+		FlowLabel:         p.flowLabelStatus(cfg),
+		ActiveConnections: int64(p.conns.activeCount()),
+		TotalConnections:  p.conns.total.Load(),
+	}
+	if p.tls != nil {
+		na := p.tls.NotAfter()
+		st.CertificateNotAfter = &na
+	}
+	return st
+}
+
+// flowLabelStatus says, truthfully, whether this end's traffic carries the tag:
+//   - no tag configured: not applied (NoScitag);
+//   - the last dial could not be labelled (IPv4, refused lease): not applied, with why;
+//   - an Inbound end without reflection: the data it sends back to the Outbound end, usually
+//     the bulk of a stream, leaves unlabelled (ReflectionOff);
+//   - otherwise applied. Before any dial the answer rests on what can be known: an IPv4
+//     target can never be labelled.
+func (p *Proxy) flowLabelStatus(cfg *config.Config) report.FlowLabelStatus {
+	if cfg.Scitag == nil {
+		return report.FlowLabelStatus{Reason: "NoScitag", Message: "the tunnel has no scitag"}
+	}
+	label := cfg.Scitag.FlowLabel()
+	if cfg.Protocol == config.UDP && cfg.UDPTransport == config.UDPPlain {
+		return report.FlowLabelStatus{Reason: "UDPUnlabelled", Label: label,
+			Message: "plain UDP relays are not labelled; use udpTransport TLS to carry datagrams on a labelled stream"}
+	}
+	if last := p.dialer.LastStatus(); last != nil && !last.Marked {
+		return report.FlowLabelStatus{Reason: last.Reason, Message: last.Message, Label: label}
+	}
+	for _, r := range cfg.Routes {
+		host, _, _ := net.SplitHostPort(r.Target)
+		if a, err := netip.ParseAddr(host); err == nil && a.Unmap().Is4() {
+			return report.FlowLabelStatus{Reason: flowlabel.ReasonIPv4Path, Label: label,
+				Message: fmt.Sprintf("target %s is IPv4, which has no flow label: use an IPv6 address or a name that resolves to one", r.Target)}
+		}
+	}
+	if cfg.Role == config.Inbound && !flowlabel.ReflectionOn() {
+		return report.FlowLabelStatus{Reason: "ReflectionOff", Label: label,
+			Message: "net.ipv6.flowlabel_reflect is off in this pod's network namespace: data sent back to the outbound end leaves unlabelled; allow the sysctl on the kubelet (--allowed-unsafe-sysctls=net.ipv6.flowlabel_reflect)"}
+	}
+	return report.FlowLabelStatus{Applied: true, Reason: flowlabel.ReasonMarked, Label: label,
+		Message: fmt.Sprintf("connections carry flow label %s (%s)", formatLabel(label), tagName(cfg))}
+}
+
+func formatLabel(l uint32) string { return fmt.Sprintf("%#05x", l) }
+
+// Connections is the exact byte count per tag and connection, the ground truth that sFlow
+// estimates are checked against.
+func (p *Proxy) Connections() Connections { return p.conns.report(p.cfg.Load().Tunnel) }
+
+// AdminHandler serves /healthz, /readyz, /metrics, report.StatusPath and /v1/connections.
+func (p *Proxy) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := p.Ready()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, why)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET "+report.StatusPath, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, p.Status()) })
+	mux.HandleFunc("GET /v1/connections", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, p.Connections()) })
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
