@@ -32,14 +32,16 @@ type Capture struct {
 	stopped sync.Once
 }
 
-// Start opens an AF_PACKET socket (cooked, IPv6 only) on iface and captures in the background.
-// On "lo" every packet is seen twice (out and in); Packet.Outgoing tells them apart.
+// Start opens an AF_PACKET socket (cooked) on iface and captures IPv6 TCP in the background.
+// It listens to every protocol because the kernel hands outgoing packets only to ETH_P_ALL
+// sockets; IPv6 is picked out afterwards. On "lo" every packet is seen twice (out and in);
+// Packet.Outgoing tells them apart.
 func Start(iface string) (*Capture, error) {
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
 		return nil, err
 	}
-	proto := htons(unix.ETH_P_IPV6)
+	proto := htons(unix.ETH_P_ALL)
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto))
 	if err != nil {
 		return nil, fmt.Errorf("AF_PACKET socket (needs CAP_NET_RAW): %w", err)
@@ -71,8 +73,11 @@ func (c *Capture) loop() {
 			n = len(buf)
 		}
 		ll, _ := from.(*unix.SockaddrLinklayer)
+		if ll == nil || ll.Protocol != htons(unix.ETH_P_IPV6) {
+			continue
+		}
 		if p, ok := parse(buf[:n]); ok {
-			p.Outgoing = ll != nil && ll.Pkttype == unix.PACKET_OUTGOING
+			p.Outgoing = ll.Pkttype == unix.PACKET_OUTGOING
 			c.mu.Lock()
 			c.packets = append(c.packets, p)
 			c.mu.Unlock()

@@ -1,0 +1,176 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scitunnel/scitunnel/dataplane/config"
+	"github.com/scitunnel/scitunnel/dataplane/firefly"
+)
+
+// udpEcho answers every datagram with the same bytes.
+func udpEcho(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+// Datagram sizes from empty to the largest an IPv6 UDP socket on loopback carries.
+var datagramSizes = []int{0, 1, 512, 1400, 1500, 9000, 32768, 65000, 65527}
+
+func testUDP(t *testing.T, transport config.UDPTransport) {
+	target := udpEcho(t)
+	pr := startPair(t, pairOptions{protocol: config.UDP, udpTransport: transport, producers: []string{target}})
+	c, err := net.Dial("udp", pr.entries[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 70000)
+	for round := 0; round < 3; round++ {
+		for _, size := range datagramSizes {
+			msg := bytes.Repeat([]byte{byte(size), byte(round)}, size/2+1)[:size]
+			if _, err := c.Write(msg); err != nil {
+				t.Fatalf("send %d bytes: %v", size, err)
+			}
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			n, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("datagram of %d bytes: no answer: %v", size, err)
+			}
+			if n != size || !bytes.Equal(buf[:n], msg) {
+				t.Fatalf("sent a %d-byte datagram, got back %d bytes (boundaries or content changed)", size, n)
+			}
+		}
+	}
+	total := 0
+	for _, s := range datagramSizes {
+		total += 3 * s
+	}
+	eventually(t, "the byte counts", 2*time.Second, func() bool {
+		tags := pr.out.Connections().Tags["none"]
+		return tags.ToProducer == uint64(total) && tags.ToConsumer == uint64(total)
+	})
+	if got := counterValue(t, pr.in, "scitunnel_proxy_udp_datagrams_total", map[string]string{"direction": dirToConsumer}); got != float64(3*len(datagramSizes)) {
+		t.Fatalf("inbound relayed %v datagrams to the consumer side, want %d", got, 3*len(datagramSizes))
+	}
+}
+
+func TestUDPOverTLSPreservesDatagrams(t *testing.T) { testUDP(t, config.UDPOverTLS) }
+
+func TestUDPPlainRelayPreservesDatagrams(t *testing.T) { testUDP(t, config.UDPPlain) }
+
+// Two consumers get separate sessions: each receives only its own answers.
+func TestUDPSessionsAreSeparate(t *testing.T) {
+	target := udpEcho(t)
+	pr := startPair(t, pairOptions{protocol: config.UDP, producers: []string{target}})
+	var conns []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("udp", pr.entries[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	for round := 0; round < 5; round++ {
+		for i, c := range conns {
+			msg := fmt.Sprintf("consumer %d round %d", i, round)
+			c.Write([]byte(msg))
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			buf := make([]byte, 100)
+			n, err := c.Read(buf)
+			if err != nil || string(buf[:n]) != msg {
+				t.Fatalf("consumer %d got %q, %v; want %q", i, buf[:n], err, msg)
+			}
+		}
+	}
+	if n := len(pr.in.Connections().Active); n != 2 {
+		t.Fatalf("inbound holds %d sessions, want 2", n)
+	}
+}
+
+// Fireflies announce the start and the end of each tagged connection: a syslog header, then
+// JSON naming the dialed connection's 5-tuple and the tag's ids.
+func TestFirefliesAnnounceStartAndEnd(t *testing.T) {
+	collector, err := net.ListenPacket("udp", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer collector.Close()
+	prod := startProducer(t, echo)
+	tag := &config.Scitag{ExperimentID: 2, ActivityID: 16, Name: "atlas.Production_Output"}
+	pr := startPair(t, pairOptions{producers: []string{prod.addr}, tag: tag, tweakOut: func(c *config.Config) {
+		c.Fireflies = &config.Fireflies{Enabled: true, Collectors: []string{collector.LocalAddr().String()}, Application: "test-app"}
+	}})
+	c, err := net.Dial("tcp", pr.entries[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("hello"))
+	c.Read(make([]byte, 5))
+	c.Close()
+
+	var msgs []firefly.Message
+	buf := make([]byte, 4096)
+	for len(msgs) < 2 {
+		collector.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, _, err := collector.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("received %d fireflies: %v", len(msgs), err)
+		}
+		line := string(buf[:n])
+		header, body, ok := strings.Cut(line, " firefly-json - ")
+		if !ok || !strings.HasPrefix(header, "<134>1 ") || !strings.Contains(header, " scitunnel") {
+			t.Fatalf("not a syslog-framed firefly: %q", line)
+		}
+		dec := json.NewDecoder(strings.NewReader(body))
+		dec.DisallowUnknownFields()
+		var m firefly.Message
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("firefly JSON: %v: %s", err, body)
+		}
+		msgs = append(msgs, m)
+	}
+	start, end := msgs[0], msgs[1]
+	if start.Lifecycle.State != "start" || end.Lifecycle.State != "end" || end.Lifecycle.EndTime == "" {
+		t.Fatalf("lifecycle: %+v then %+v", start.Lifecycle, end.Lifecycle)
+	}
+	if start.Version != 1 || start.Context.ExperimentID != 2 || start.Context.ActivityID != 16 || start.Context.Application != "test-app" {
+		t.Fatalf("context: %+v", start)
+	}
+	// The flow is the outbound end's labelled connection to the inbound end.
+	ended := pr.out.Connections().RecentEnded
+	if len(ended) != 1 {
+		t.Fatalf("outbound ended connections: %+v", ended)
+	}
+	src := netip.MustParseAddrPort(ended[0].DialedLocal)
+	dst := netip.MustParseAddrPort(ended[0].DialedRemote)
+	id := start.FlowID
+	if id.AFI != "ipv6" || id.Protocol != "tcp" || id.SrcIP != src.Addr().String() || id.SrcPort != src.Port() || id.DstIP != dst.Addr().String() || id.DstPort != dst.Port() {
+		t.Fatalf("flow-id %+v, want %s -> %s", id, src, dst)
+	}
+	if end.Usage == nil || end.Usage.Sent != 5 || end.Usage.Received != 5 {
+		t.Fatalf("usage %+v, want 5 bytes each way", end.Usage)
+	}
+}
