@@ -77,7 +77,7 @@ func (p *Proxy) flowLabelStatus(cfg *config.Config) report.FlowLabelStatus {
 	}
 	if cfg.Role == config.Inbound && !flowlabel.ReflectionOn() {
 		return report.FlowLabelStatus{Reason: "ReflectionOff", Label: label,
-			Message: "net.ipv6.flowlabel_reflect is off in this pod's network namespace: data sent back to the outbound end leaves unlabelled; allow the sysctl on the kubelet (--allowed-unsafe-sysctls=net.ipv6.flowlabel_reflect)"}
+			Message: "net.ipv6.flowlabel_reflect is 0 in this network namespace, so data sent back to the outbound end leaves unlabelled: set it to 1 (on Kubernetes the operator sets it as a pod sysctl, which the kubelet must allow with --allowed-unsafe-sysctls=net.ipv6.flowlabel_reflect)"}
 	}
 	return report.FlowLabelStatus{Applied: true, Reason: flowlabel.ReasonMarked, Label: label,
 		Message: fmt.Sprintf("connections carry flow label %s (%s)", formatLabel(label), tagName(cfg))}
