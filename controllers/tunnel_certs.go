@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"github.com/scitunnel/scitunnel/dataplane/pki"
 	"maps"
 	"net"
 	"slices"
@@ -104,7 +105,7 @@ func (r *StreamTunnelReconciler) operatorInbound(ctx context.Context, s *tunnelS
 	if r.exportsBundle(t) {
 		addr, ports := externalAddress(t)
 		td := r.trustDomain(t)
-		req := leafRequest{
+		req := pki.LeafRequest{
 			CommonName: fmt.Sprintf("%s.%s bundle", t.Name, t.Namespace),
 			URIs:       []string{bundleIdentity(td, t.Namespace, t.Name)},
 			Lifetime:   r.leafLifetime(t),
@@ -125,12 +126,12 @@ func (r *StreamTunnelReconciler) operatorInbound(ctx context.Context, s *tunnelS
 	}
 	t.Status.Certificates = statuses
 	s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionTrue, "Issued",
-		fmt.Sprintf("server certificate valid until %s, renewed after %s", server.NotAfter.UTC().Format(time.RFC3339), renewAt(server).UTC().Format(time.RFC3339)))
+		fmt.Sprintf("server certificate valid until %s, renewed after %s", server.NotAfter.UTC().Format(time.RFC3339), pki.RenewAt(server).UTC().Format(time.RFC3339)))
 	return nil
 }
 
 // serverRequest lists every name and address peers may use to reach an Inbound end.
-func (r *StreamTunnelReconciler) serverRequest(s *tunnelScope) leafRequest {
+func (r *StreamTunnelReconciler) serverRequest(s *tunnelScope) pki.LeafRequest {
 	t := s.tunnel
 	dns := []string{
 		t.Name,
@@ -171,7 +172,7 @@ func (r *StreamTunnelReconciler) serverRequest(s *tunnelScope) leafRequest {
 			addSAN(san)
 		}
 	}
-	return leafRequest{
+	return pki.LeafRequest{
 		CommonName: t.Name + "." + t.Namespace + ".svc",
 		DNSNames:   dns,
 		IPs:        ips,
@@ -183,7 +184,7 @@ func (r *StreamTunnelReconciler) serverRequest(s *tunnelScope) leafRequest {
 
 // ensureCA returns the Inbound's CA, creating (or rotating, past two thirds of its ten years)
 // the "<name>-ca" Secret.
-func (r *StreamTunnelReconciler) ensureCA(ctx context.Context, s *tunnelScope) (*keyPair, string, error) {
+func (r *StreamTunnelReconciler) ensureCA(ctx context.Context, s *tunnelScope) (*pki.KeyPair, string, error) {
 	t := s.tunnel
 	name := caSecretName(t.Name)
 	cur := &corev1.Secret{}
@@ -191,9 +192,9 @@ func (r *StreamTunnelReconciler) ensureCA(ctx context.Context, s *tunnelScope) (
 	if err != nil {
 		return nil, "", err
 	}
-	var ca *keyPair
+	var ca *pki.KeyPair
 	if found {
-		if kp, err := parseKeyPair(cur.Data["ca.crt"], cur.Data["ca.key"]); err == nil && s.now.Before(renewAt(kp.Cert)) && kp.Cert.IsCA {
+		if kp, err := pki.ParseKeyPair(cur.Data["ca.crt"], cur.Data["ca.key"]); err == nil && s.now.Before(pki.RenewAt(kp.Cert)) && kp.Cert.IsCA {
 			ca = kp
 		}
 	}
@@ -202,7 +203,7 @@ func (r *StreamTunnelReconciler) ensureCA(ctx context.Context, s *tunnelScope) (
 		current = cur
 	}
 	if ca == nil {
-		if ca, err = newCA(fmt.Sprintf("SciTunnel CA %s/%s", t.Namespace, t.Name), s.now); err != nil {
+		if ca, err = pki.NewCA(fmt.Sprintf("SciTunnel CA %s/%s", t.Namespace, t.Name), s.now); err != nil {
 			return nil, "", err
 		}
 		current = nil // force the write
@@ -221,14 +222,14 @@ func (r *StreamTunnelReconciler) ensureCA(ctx context.Context, s *tunnelScope) (
 	if _, err := r.apply(ctx, current, ac, nil); err != nil {
 		return nil, "", err
 	}
-	s.requeueAfter(renewAt(ca.Cert).Sub(s.now))
+	s.requeueAfter(pki.RenewAt(ca.Cert).Sub(s.now))
 	return ca, name, nil
 }
 
 // ensureLeaf keeps a leaf certificate Secret (tls.crt, tls.key, ca.crt) signed by ca with the
 // wanted SANs, renewing it at two thirds of its lifetime. extra adds keys derived from the
 // certificate (the bundle's description).
-func (r *StreamTunnelReconciler) ensureLeaf(ctx context.Context, s *tunnelScope, name string, ca *keyPair, req leafRequest,
+func (r *StreamTunnelReconciler) ensureLeaf(ctx context.Context, s *tunnelScope, name string, ca *pki.KeyPair, req pki.LeafRequest,
 	labels map[string]string, extra func(*x509.Certificate) map[string][]byte) (*x509.Certificate, error) {
 	t := s.tunnel
 	cur := &corev1.Secret{}
@@ -236,18 +237,18 @@ func (r *StreamTunnelReconciler) ensureLeaf(ctx context.Context, s *tunnelScope,
 	if err != nil {
 		return nil, err
 	}
-	var leaf *keyPair
+	var leaf *pki.KeyPair
 	why := "issued"
 	if found {
-		kp, err := parseKeyPair(cur.Data["tls.crt"], cur.Data["tls.key"])
+		kp, err := pki.ParseKeyPair(cur.Data["tls.crt"], cur.Data["tls.key"])
 		switch {
 		case err != nil:
 			why = "re-issued (unreadable)"
-		case !signedBy(kp.Cert, ca.Cert) || !samePEM(cur.Data["ca.crt"], ca.CertPEM):
+		case !pki.SignedBy(kp.Cert, ca.Cert) || !pki.SamePEM(cur.Data["ca.crt"], ca.CertPEM):
 			why = "re-issued (new CA)"
-		case !hasSANs(kp.Cert, req):
+		case !pki.HasSANs(kp.Cert, req):
 			why = "re-issued (names changed)"
-		case !s.now.Before(renewAt(kp.Cert)):
+		case !s.now.Before(pki.RenewAt(kp.Cert)):
 			why = "renewed"
 		case lifetimeChanged(kp.Cert, req.Lifetime):
 			why = "re-issued (lifetime changed)"
@@ -260,7 +261,7 @@ func (r *StreamTunnelReconciler) ensureLeaf(ctx context.Context, s *tunnelScope,
 		current = cur
 	}
 	if leaf == nil {
-		if leaf, err = ca.issue(req, s.now); err != nil {
+		if leaf, err = ca.Issue(req, s.now); err != nil {
 			return nil, err
 		}
 		reason := "CertificateIssued"
@@ -282,7 +283,7 @@ func (r *StreamTunnelReconciler) ensureLeaf(ctx context.Context, s *tunnelScope,
 	if _, err := r.apply(ctx, current, ac, nil); err != nil {
 		return nil, err
 	}
-	s.requeueAfter(renewAt(leaf.Cert).Sub(s.now))
+	s.requeueAfter(pki.RenewAt(leaf.Cert).Sub(s.now))
 	return leaf.Cert, nil
 }
 
@@ -306,7 +307,7 @@ func (r *StreamTunnelReconciler) operatorOutbound(ctx context.Context, s *tunnel
 		s.requeueAfter(5 * time.Second)
 		return nil
 	}
-	ca, err := parseKeyPair(caSec.Data["ca.crt"], caSec.Data["ca.key"])
+	ca, err := pki.ParseKeyPair(caSec.Data["ca.crt"], caSec.Data["ca.key"])
 	if err != nil {
 		s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionFalse, "WaitingForCA",
 			fmt.Sprintf("the CA Secret of %s/%s is not readable yet: %v", in.Namespace, in.Name, err))
@@ -315,7 +316,7 @@ func (r *StreamTunnelReconciler) operatorOutbound(ctx context.Context, s *tunnel
 	}
 	labels := childLabels(t)
 	labels[LabelIssuerUID] = string(in.UID)
-	req := leafRequest{
+	req := pki.LeafRequest{
 		CommonName: fmt.Sprintf("%s.%s", t.Name, t.Namespace),
 		URIs:       []string{identity(r.trustDomain(t), t.Namespace, t.Name)},
 		Lifetime:   r.leafLifetime(t),
@@ -355,12 +356,12 @@ func (r *StreamTunnelReconciler) useSecret(ctx context.Context, s *tunnelScope, 
 		fail("SecretInvalid", fmt.Sprintf("Secret %q lacks %v: %s", name, missing, howTo))
 		return nil
 	}
-	kp, err := parseKeyPair(sec.Data["tls.crt"], sec.Data["tls.key"])
+	kp, err := pki.ParseKeyPair(sec.Data["tls.crt"], sec.Data["tls.key"])
 	if err != nil {
 		fail("SecretInvalid", fmt.Sprintf("Secret %q: tls.crt/tls.key: %v", name, err))
 		return nil
 	}
-	ca, err := parseCertPEM(sec.Data["ca.crt"])
+	ca, err := pki.ParseCertPEM(sec.Data["ca.crt"])
 	if err != nil {
 		fail("SecretInvalid", fmt.Sprintf("Secret %q: ca.crt: %v", name, err))
 		return nil
@@ -377,13 +378,13 @@ func (r *StreamTunnelReconciler) useSecret(ctx context.Context, s *tunnelScope, 
 		s.requeueAfter(c.NotBefore.Sub(s.now))
 		return nil
 	}
-	if !s.now.Before(renewAt(c)) && kind != "cert-manager" {
+	if !s.now.Before(pki.RenewAt(c)) && kind != "cert-manager" {
 		s.degrade("CertificateExpiring", fmt.Sprintf("the certificate in Secret %q expires at %s: replace it before then", name, c.NotAfter.UTC().Format(time.RFC3339)))
 	}
 	s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionTrue, "Valid",
 		fmt.Sprintf("%s certificate in Secret %q valid until %s", kind, name, c.NotAfter.UTC().Format(time.RFC3339)))
-	if s.now.Before(renewAt(c)) {
-		s.requeueAfter(renewAt(c).Sub(s.now))
+	if s.now.Before(pki.RenewAt(c)) {
+		s.requeueAfter(pki.RenewAt(c).Sub(s.now))
 	} else {
 		s.requeueAfter(c.NotAfter.Sub(s.now))
 	}
@@ -479,7 +480,7 @@ func certificateNotReady(u *unstructured.Unstructured) (reason, message string) 
 
 func certStatus(name, secret string, c *x509.Certificate) scitunnelv1.CertificateStatus {
 	na := metav1.NewTime(c.NotAfter.UTC())
-	ra := metav1.NewTime(renewAt(c).UTC().Truncate(time.Second))
+	ra := metav1.NewTime(pki.RenewAt(c).UTC().Truncate(time.Second))
 	return scitunnelv1.CertificateStatus{Name: name, SecretName: secret, NotAfter: &na, RenewAfter: &ra}
 }
 
@@ -502,6 +503,6 @@ func toAny(in []string) []any {
 
 // lifetimeChanged: spec.certificates.duration no longer matches what the certificate got.
 func lifetimeChanged(c *x509.Certificate, lifetime time.Duration) bool {
-	d := c.NotAfter.Sub(c.NotBefore) - (lifetime + backdate)
+	d := c.NotAfter.Sub(c.NotBefore) - (lifetime + pki.Backdate)
 	return d > time.Minute || d < -time.Minute
 }

@@ -27,8 +27,9 @@ const (
 	// CALifetime is long: rotating a CA means re-issuing every peer's certificate, including the
 	// connection bundles copied into other clusters by hand.
 	CALifetime = 10 * 365 * 24 * time.Hour
-	// backdate tolerates clock skew between the nodes that check the certificates.
-	backdate = 5 * time.Minute
+	// Backdate tolerates clock skew between the nodes that check the certificates: NotBefore
+	// is this much before the issuing time, so a certificate lives Lifetime + Backdate.
+	Backdate = 5 * time.Minute
 )
 
 // KeyPair is a certificate with its key and parsed form.
@@ -71,7 +72,7 @@ func NewCA(commonName string, now time.Time) (*KeyPair, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"SciTunnel"}},
-		NotBefore:             now.Add(-backdate),
+		NotBefore:             now.Add(-Backdate),
 		NotAfter:              now.Add(CALifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
@@ -129,7 +130,7 @@ func (ca *KeyPair) Issue(req LeafRequest, now time.Time) (*KeyPair, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: req.CommonName, Organization: []string{"SciTunnel"}},
-		NotBefore:    now.Add(-backdate),
+		NotBefore:    now.Add(-Backdate),
 		NotAfter:     now.Add(req.Lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  usages,
