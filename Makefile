@@ -259,3 +259,33 @@ test-envtest: envtest-binaries ## The operator's envtest suites: API validation 
 bench-reconcile: envtest-binaries ## Reconcile 1,000 StreamTunnels with the real manager on envtest; prints time and memory.
 	go test ./test/envtest/ -run '^$$' -bench BenchmarkReconcile1000 -benchtime=1x -timeout 20m
 # ---- end operator ----
+
+# ---- begin release ----
+##@ Release: Helm chart, end-to-end tests, demo (owner: release engineer)
+
+CHART_DIR ?= $(ROOT)/charts/scitunnel
+# The chart keeps verbatim copies of what controller-gen generates (CRDs) and of config/rbac's
+# roles; its templates read them, and test/helm fails when they drift from config/.
+CHART_SYNC_SOURCES := config/crd/bases/*.yaml=$(CHART_DIR)/files/crds config/rbac/*role.yaml=$(CHART_DIR)/files/rbac
+# The chart tests (go test ./test/helm) and the e2e suite find the pinned tools through these.
+export HELM KUSTOMIZE
+
+.PHONY: chart-sync
+chart-sync: ## Copy the generated CRDs and config/rbac's roles into the chart (after make manifests).
+	@for pair in $(CHART_SYNC_SOURCES); do \
+		src="$${pair%%=*}"; dst="$${pair#*=}"; \
+		mkdir -p "$$dst"; rm -f "$$dst"/*.yaml; cp $$src "$$dst"/; \
+	done
+	@echo "chart-sync: $(CHART_DIR)/files updated from config/"
+
+# `make verify-generated` also re-syncs the chart and fails when its copies are stale.
+GENERATORS += chart-sync
+GENERATED_PATHS += charts
+
+# test/helm is a plain Go package: `make test-go` runs it too, so it needs the tools.
+test-go: $(HELM) $(KUSTOMIZE)
+
+.PHONY: test-helm
+test-helm: $(HELM) $(KUSTOMIZE) envtest-binaries ## Chart tests: helm lint, template per values file, schema refusals, drift from config/, helm install into envtest.
+	go test ./test/helm/ -count=1 -v
+# ---- end release ----
