@@ -266,7 +266,7 @@ func makeCerts(dir string) (certFiles, error) {
 	for path, data := range map[string][]byte{
 		f.ca: ca.CertPEM, f.serverCert: server.CertPEM, f.serverKey: server.KeyPEM,
 		f.serverBundle: append(append([]byte{}, server.CertPEM...), server.KeyPEM...),
-		f.clientCert: client.CertPEM, f.clientKey: client.KeyPEM,
+		f.clientCert:   client.CertPEM, f.clientKey: client.KeyPEM,
 	} {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			return certFiles{}, err
