@@ -70,6 +70,12 @@ type Config struct {
 
 	Protocol     Protocol     `json:"protocol"`
 	UDPTransport UDPTransport `json:"udpTransport,omitempty"`
+	// MaxDatagramSize (protocol UDP) is the largest datagram payload, in bytes, the tunnel
+	// carries; a larger one is dropped where it enters the tunnel and counted
+	// (scitunnel_proxy_udp_dropped_total{reason="too_large"}). 1..MaxFramedDatagram; default
+	// MaxFramedDatagram, which lets every UDP datagram through. A lower limit keeps datagrams
+	// below the path MTU, so a plain relay never sends IP fragments that firewalls drop.
+	MaxDatagramSize int `json:"maxDatagramSize,omitempty"`
 
 	// Routes: one per listening port. Parallel streams and port ranges are expanded into
 	// routes before they reach the data plane (see Expand).
@@ -235,6 +241,9 @@ func (c *Config) Default() {
 	if c.Protocol == UDP && c.UDPTransport == "" {
 		c.UDPTransport = UDPOverTLS
 	}
+	if c.Protocol == UDP && c.MaxDatagramSize == 0 {
+		c.MaxDatagramSize = MaxFramedDatagram
+	}
 	if c.AdminAddress == "" {
 		c.AdminAddress = ":9090"
 	}
@@ -291,6 +300,11 @@ func (c *Config) Validate() error {
 		}
 	default:
 		bad("protocol", "is %q, must be %q, %q or %q", c.Protocol, TLS, TCP, UDP)
+	}
+	if c.Protocol != UDP && c.MaxDatagramSize != 0 {
+		bad("maxDatagramSize", "applies only to protocol UDP")
+	} else if c.MaxDatagramSize < 0 || c.MaxDatagramSize > MaxFramedDatagram {
+		bad("maxDatagramSize", "is %d, must be 1..%d bytes", c.MaxDatagramSize, MaxFramedDatagram)
 	}
 	if len(c.Routes) == 0 {
 		bad("routes", "at least one route (listen port and target) is required")

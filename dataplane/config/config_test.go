@@ -51,6 +51,8 @@ func TestParseRejects(t *testing.T) {
 		"future version": {`{"version":2,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}]}`, "version"},
 		"bad scitag":     {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"scitag":{"experimentId":600,"activityId":1}}`, "scitag"},
 		"bad duration":   {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"drainTimeout":"soon"}`, "duration"},
+		"datagram size":  {`{"version":1,"role":"Inbound","protocol":"UDP","udpTransport":"Plain","routes":[{"listenPort":5,"target":"a:1"}],"maxDatagramSize":70000}`, "maxDatagramSize"},
+		"datagram tcp":   {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"maxDatagramSize":1200}`, "maxDatagramSize"},
 		"bad assigned":   {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"telemetry":{"samplingRate":10,"assignedTags":["atlas"]}}`, "assignedTags"},
 	}
 	for name, c := range cases {
@@ -86,5 +88,23 @@ func TestParsePorts(t *testing.T) {
 		if _, err := ParsePorts(bad); err == nil {
 			t.Errorf("ParsePorts(%q) accepted", bad)
 		}
+	}
+}
+
+func TestMaxDatagramSizeDefaultsForUDP(t *testing.T) {
+	c, err := Parse([]byte(`{"version":1,"role":"Outbound","protocol":"UDP","udpTransport":"Plain","routes":[{"listenPort":5,"target":"a:1"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxDatagramSize != MaxFramedDatagram {
+		t.Fatalf("maxDatagramSize defaulted to %d, want %d", c.MaxDatagramSize, MaxFramedDatagram)
+	}
+	c, err = Parse([]byte(`{"version":1,"role":"Outbound","protocol":"UDP","udpTransport":"Plain","maxDatagramSize":1200,"routes":[{"listenPort":5,"target":"a:1"}]}`))
+	if err != nil || c.MaxDatagramSize != 1200 {
+		t.Fatalf("maxDatagramSize 1200: %v, %+v", err, c)
+	}
+	c, err = Parse([]byte(`{"version":1,"role":"Outbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}]}`))
+	if err != nil || c.MaxDatagramSize != 0 {
+		t.Fatalf("TCP config got maxDatagramSize %d (%v)", c.MaxDatagramSize, err)
 	}
 }
