@@ -55,7 +55,7 @@ func newMetrics(tunnel string) *metrics {
 		}, []string{"direction"}),
 		datagramDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scitunnel_proxy_udp_dropped_total", ConstLabels: constLabels,
-			Help: "UDP datagrams dropped, by reason (too_large, no_session, write_failed).",
+			Help: "UDP datagrams dropped, by reason: too_large (above maxDatagramSize), queue_full (a session still connecting), write_failed.",
 		}, []string{"reason"}),
 	}
 	m.registry.MustRegister(m.bytes, m.active, m.total, m.handshakeFailures, m.dialFailures,

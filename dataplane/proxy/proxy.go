@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
@@ -32,8 +33,11 @@ import (
 // goroutine and a descriptor for long.
 const handshakeTimeout = 10 * time.Second
 
-// certReloadInterval is how often the mounted certificate files are re-read.
-const certReloadInterval = 5 * time.Second
+// certReloadInterval is how often the mounted certificate files are re-read. Polling the
+// contents (rather than watching with inotify) survives every way a file can be replaced,
+// including the kubelet's symlink swap of a Secret volume; a few seconds of delay do not matter
+// for certificates renewed at two thirds of their lifetime. A variable so tests can shorten it.
+var certReloadInterval = 5 * time.Second
 
 // Proxy is one running tunnel end.
 type Proxy struct {
@@ -46,6 +50,14 @@ type Proxy struct {
 	metrics   *metrics
 	fireflies atomic.Pointer[firefly.Sender]
 	started   time.Time
+
+	// allowBit19 is false when the kernel reserves flow labels with bit 19 set
+	// (net.ipv6.flowlabel_state_ranges=1); entropy then leaves that bit clear.
+	allowBit19 bool
+	// reflection says how this end's accepted connections mirror the dialer's label (Inbound
+	// stream ends only), and reflectionWhy explains it in /v1/status.
+	reflection    flowlabel.Reflection
+	reflectionWhy string
 
 	mu        sync.Mutex
 	listeners map[int]io.Closer // by listen port
@@ -72,8 +84,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Proxy, error) {
 		started:   time.Now(),
 	}
 	p.cfg.Store(cfg)
+	p.allowBit19 = !flowlabel.KernelReservesBit19()
 	p.dialer = &flowlabel.Dialer{Timeout: cfg.DialTimeout.Duration, Label: p.nextLabel}
-	p.setFireflies(cfg)
+	p.reflection, p.reflectionWhy = flowlabel.ReflectOff, "this end accepts no labelled connections"
+	if acceptsStreams(cfg) {
+		p.reflection, p.reflectionWhy = flowlabel.DetectReflection()
+	}
 
 	if cfg.NeedsTLS() {
 		src, err := tlsfiles.Load(tlsfiles.Files{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, CAFile: cfg.TLS.CAFile}, p.log)
@@ -91,17 +107,38 @@ func New(cfg *config.Config, log *slog.Logger) (*Proxy, error) {
 			return nil, err
 		}
 	}
+	p.setFireflies(cfg)
 	return p, nil
+}
+
+// acceptsStreams reports whether this end accepts the tunnel's (labelled) TCP connections: the
+// Inbound end of a stream tunnel, whose answers reflection can label.
+func acceptsStreams(cfg *config.Config) bool {
+	return cfg.Role == config.Inbound && (cfg.Protocol != config.UDP || cfg.UDPTransport == config.UDPOverTLS)
+}
+
+// Close releases the listeners of a proxy that will not Run (Run releases them itself), for a
+// caller whose own start-up failed after New.
+func (p *Proxy) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.serving {
+		p.closeListeners()
+		p.fireflies.Swap(nil).Close()
+	}
 }
 
 // nextLabel is the flow label for the next dialed connection: the current tag with fresh
 // entropy when asked for, or 0 (unmarked) when the tunnel has no tag.
 func (p *Proxy) nextLabel() uint32 {
 	s := p.cfg.Load().Scitag
-	if s == nil {
+	switch {
+	case s == nil:
 		return 0
+	case s.Entropy: // spreads the tunnel's streams over ECMP paths; not a secret, so math/rand
+		return scitag.WithEntropy(s.FlowLabel(), rand.Uint32(), p.allowBit19)
 	}
-	return flowlabel.TagLabels(s.FlowLabel(), s.Entropy)()
+	return s.FlowLabel()
 }
 
 func (p *Proxy) setFireflies(cfg *config.Config) {
@@ -140,12 +177,37 @@ func (p *Proxy) listen(cfg *config.Config, port int) error {
 		p.listeners[port] = pc
 		return nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	// Plain TCP, not Go's default multipath TCP for listeners: the flow-label socket options
+	// (IPV6_FL_F_REFLECT) exist only for TCP sockets, and the tunnel's guarantees (labels,
+	// splice) are about single-path TCP.
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("routes: listen port %d: %w", port, err)
 	}
+	if p.reflection == flowlabel.ReflectByListener {
+		if err := reflectListener(ln); err != nil {
+			// Keep serving: an unlabelled tunnel is better than none. /v1/status says why.
+			p.reflection = flowlabel.ReflectOff
+			p.reflectionWhy = fmt.Sprintf("the kernel refused flow-label reflection on listen port %d: %v", port, err)
+			p.log.Warn("flow-label reflection unavailable", "port", port, "err", err)
+		}
+	}
 	p.listeners[port] = ln
 	return nil
+}
+
+func reflectListener(ln net.Listener) error {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return fmt.Errorf("%T is not a TCP listener", ln)
+	}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return flowlabel.ReflectAccepted(rc)
 }
 
 func (p *Proxy) closeListeners() {
@@ -186,7 +248,14 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if p.tls != nil {
 		go p.tls.Watch(ctx, certReloadInterval)
 	}
-	p.log.Info("tunnel end up", "protocol", p.cfg.Load().Protocol, "routes", len(p.cfg.Load().Routes), "scitag", tagName(p.cfg.Load()))
+	cfg := p.cfg.Load()
+	p.log.Info("tunnel end up", "protocol", cfg.Protocol, "routes", len(cfg.Routes), "scitag", tagName(cfg))
+	if acceptsStreams(cfg) {
+		p.mu.Lock()
+		reflection, why := p.reflection, p.reflectionWhy
+		p.mu.Unlock()
+		p.log.Info("flow-label reflection", "mode", reflection, "detail", why)
+	}
 
 	<-ctx.Done()
 	drain := p.cfg.Load().DrainTimeout.Duration

@@ -52,17 +52,19 @@ func (p *Proxy) Status() report.ProxyStatus {
 // flowLabelStatus says, truthfully, whether this end's traffic carries the tag:
 //   - no tag configured: not applied (NoScitag);
 //   - the last dial could not be labelled (IPv4, refused lease): not applied, with why;
-//   - an Inbound end without reflection: the data it sends back to the Outbound end, usually
-//     the bulk of a stream, leaves unlabelled (ReflectionOff);
+//   - an Inbound end whose network namespace offers no reflection (neither the
+//     flowlabel_reflect sysctl nor, with flowlabel_consistency=0, per-listener reflection): the
+//     data it sends back to the Outbound end, usually the bulk of a stream, leaves unlabelled
+//     (ReflectionOff);
 //   - otherwise applied. Before any dial the answer rests on what can be known: an IPv4
 //     target can never be labelled.
 func (p *Proxy) flowLabelStatus(cfg *config.Config) report.FlowLabelStatus {
 	if cfg.Scitag == nil {
-		return report.FlowLabelStatus{Reason: "NoScitag", Message: "the tunnel has no scitag"}
+		return report.FlowLabelStatus{Reason: ReasonNoScitag, Message: "the tunnel has no scitag"}
 	}
 	label := cfg.Scitag.FlowLabel()
 	if cfg.Protocol == config.UDP && cfg.UDPTransport == config.UDPPlain {
-		return report.FlowLabelStatus{Reason: "UDPUnlabelled", Label: label,
+		return report.FlowLabelStatus{Reason: ReasonUDPUnlabelled, Label: label,
 			Message: "plain UDP relays are not labelled; use udpTransport TLS to carry datagrams on a labelled stream"}
 	}
 	if last := p.dialer.LastStatus(); last != nil && !last.Marked {
@@ -75,15 +77,33 @@ func (p *Proxy) flowLabelStatus(cfg *config.Config) report.FlowLabelStatus {
 				Message: fmt.Sprintf("target %s is IPv4, which has no flow label: use an IPv6 address or a name that resolves to one", r.Target)}
 		}
 	}
-	if cfg.Role == config.Inbound && !flowlabel.ReflectionOn() {
-		return report.FlowLabelStatus{Reason: "ReflectionOff", Label: label,
-			Message: "net.ipv6.flowlabel_reflect is 0 in this network namespace, so data sent back to the outbound end leaves unlabelled: set it to 1 (on Kubernetes the operator sets it as a pod sysctl, which the kubelet must allow with --allowed-unsafe-sysctls=net.ipv6.flowlabel_reflect)"}
+	msg := fmt.Sprintf("connections carry flow label %s (%s)", formatLabel(label), tagName(cfg))
+	if acceptsStreams(cfg) {
+		reflection, why := p.Reflection()
+		if reflection == flowlabel.ReflectOff {
+			return report.FlowLabelStatus{Reason: ReasonReflectionOff, Label: label,
+				Message: "data sent back to the outbound end leaves unlabelled: " + why}
+		}
+		msg += "; " + why
 	}
-	return report.FlowLabelStatus{Applied: true, Reason: flowlabel.ReasonMarked, Label: label,
-		Message: fmt.Sprintf("connections carry flow label %s (%s)", formatLabel(label), tagName(cfg))}
+	return report.FlowLabelStatus{Applied: true, Reason: flowlabel.ReasonMarked, Label: label, Message: msg}
 }
 
 func formatLabel(l uint32) string { return fmt.Sprintf("%#05x", l) }
+
+// Reasons of FlowLabelStatus that the proxy (rather than the dialer) determines.
+const (
+	ReasonNoScitag      = "NoScitag"
+	ReasonUDPUnlabelled = "UDPUnlabelled"
+	ReasonReflectionOff = "ReflectionOff"
+)
+
+// Reflection says how this end's accepted connections mirror the dialer's flow label, and why.
+func (p *Proxy) Reflection() (flowlabel.Reflection, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.reflection, p.reflectionWhy
+}
 
 // Connections is the exact byte count per tag and connection, the ground truth that sFlow
 // estimates are checked against.

@@ -26,6 +26,12 @@ import (
 // The 16-bit length holds every UDP payload (at most 65,507 bytes over IPv4 and 65,527 over
 // IPv6), so no datagram is ever split or truncated; a frame can never exceed
 // config.MaxFramedDatagram. Each datagram keeps its boundaries end to end.
+//
+// Size limit: config.MaxDatagramSize (default 65535, i.e. every datagram). Each end checks every
+// datagram it receives, from a UDP socket or from a frame, and drops one above the limit, whole,
+// counting it in scitunnel_proxy_udp_dropped_total{reason="too_large"}; the session carries on.
+// Nothing is truncated or fragmented by the tunnel. (A datagram the next hop cannot take, such as
+// 65,527 bytes toward an IPv4 target, fails to send and counts as write_failed.)
 
 // udpSessionIdle ends a UDP session that has seen no datagram either way for this long, unless
 // the tunnel sets its own idle timeout. UDP has no close, so some timeout is needed.
@@ -56,6 +62,9 @@ func (p *Proxy) datagramLoop(port int, pc *net.UDPConn) {
 			continue
 		}
 		cfg := p.cfg.Load()
+		if !p.datagramFits(cfg, n) {
+			continue
+		}
 		mu.Lock()
 		s, ok := sessions[src]
 		if !ok {
@@ -247,6 +256,9 @@ func (s *udpSession) repliesToClient(up net.Conn, framed bool, cnt *byteCounter)
 			return
 		}
 		s.touch()
+		if !s.p.datagramFits(s.p.cfg.Load(), len(b)) {
+			continue
+		}
 		if _, err := s.pc.WriteToUDPAddrPort(b, s.client); err != nil {
 			s.p.metrics.datagramDrops.WithLabelValues("write_failed").Inc()
 			continue
@@ -281,6 +293,9 @@ func (p *Proxy) relayFramedToUDP(ctx context.Context, cfg *config.Config, route 
 				if err != nil {
 					return
 				}
+				if !p.datagramFits(p.cfg.Load(), n) {
+					continue
+				}
 				if err := fw.write(buf[:n]); err != nil {
 					return
 				}
@@ -295,6 +310,9 @@ func (p *Proxy) relayFramedToUDP(ctx context.Context, cfg *config.Config, route 
 			if err != nil {
 				break
 			}
+			if !p.datagramFits(p.cfg.Load(), len(b)) {
+				continue
+			}
 			if _, err := up.Write(b); err != nil {
 				p.metrics.datagramDrops.WithLabelValues("write_failed").Inc()
 				continue
@@ -306,6 +324,16 @@ func (p *Proxy) relayFramedToUDP(ctx context.Context, cfg *config.Config, route 
 		up.Close()
 		<-done
 	})
+}
+
+// datagramFits reports whether a datagram is within the tunnel's size limit; one above it is
+// dropped and counted.
+func (p *Proxy) datagramFits(cfg *config.Config, n int) bool {
+	if cfg.MaxDatagramSize > 0 && n > cfg.MaxDatagramSize {
+		p.metrics.datagramDrops.WithLabelValues("too_large").Inc()
+		return false
+	}
+	return true
 }
 
 // frameWriter writes one frame per datagram, header and payload in a single Write so a TLS

@@ -174,3 +174,51 @@ func TestFirefliesAnnounceStartAndEnd(t *testing.T) {
 		t.Fatalf("usage %+v, want 5 bytes each way", end.Usage)
 	}
 }
+
+// A datagram above maxDatagramSize is dropped whole where it enters the tunnel and counted;
+// the session carries on with the next datagram.
+func TestUDPOversizeDatagramsAreDroppedAndCounted(t *testing.T) {
+	for _, transport := range []config.UDPTransport{config.UDPOverTLS, config.UDPPlain} {
+		t.Run(string(transport), func(t *testing.T) {
+			const limit = 1200
+			target := udpEcho(t)
+			limitSize := func(c *config.Config) { c.MaxDatagramSize = limit }
+			pr := startPair(t, pairOptions{protocol: config.UDP, udpTransport: transport, producers: []string{target},
+				tweakIn: limitSize, tweakOut: limitSize})
+			c, err := net.Dial("udp", pr.entries[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			exchange := func(size int) (int, error) {
+				msg := bytes.Repeat([]byte{byte(size)}, size)
+				if _, err := c.Write(msg); err != nil {
+					t.Fatal(err)
+				}
+				buf := make([]byte, 70000)
+				c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+				n, err := c.Read(buf)
+				if err == nil && !bytes.Equal(buf[:n], msg) {
+					t.Fatalf("sent %d bytes, got %d different bytes back", size, n)
+				}
+				return n, err
+			}
+			if n, err := exchange(limit); err != nil || n != limit {
+				t.Fatalf("a datagram of exactly the limit: %d bytes back, %v", n, err)
+			}
+			if n, err := exchange(limit + 1); err == nil {
+				t.Fatalf("a datagram one byte over the limit came back (%d bytes)", n)
+			}
+			eventually(t, "the drop to be counted", 2*time.Second, func() bool {
+				return counterValue(t, pr.out, "scitunnel_proxy_udp_dropped_total", map[string]string{"reason": "too_large"}) == 1
+			})
+			if n, err := exchange(100); err != nil || n != 100 {
+				t.Fatalf("the session did not carry on after a drop: %d bytes back, %v", n, err)
+			}
+			// Nothing of the oversize datagram reached the other end.
+			if got := pr.in.Connections().Tags["none"].ToProducer; got != limit+100 {
+				t.Fatalf("inbound end carried %d bytes to the producer, want %d", got, limit+100)
+			}
+		})
+	}
+}

@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,10 +16,13 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/scitunnel/scitunnel/dataplane/config"
+	"github.com/scitunnel/scitunnel/dataplane/flowlabel"
+	"github.com/scitunnel/scitunnel/dataplane/report"
 	"github.com/scitunnel/scitunnel/dataplane/scitag"
 	"github.com/scitunnel/scitunnel/test/wire"
 )
@@ -44,6 +50,12 @@ func runHelperProxy(path string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	admin, err := net.Listen("tcp", cfg.AdminAddress)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	go func() { _ = http.Serve(admin, p.AdminHandler()) }()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	fmt.Println("ready")
@@ -132,88 +144,154 @@ func (n netns) startProxyIn(t *testing.T, cfg *config.Config) {
 }
 
 // TestFlowLabelOnTheWire runs a tagged tunnel and an untagged one between two namespaces joined
-// by a veth pair and captures the link: every data segment of the tagged tunnel carries the
-// tag's bits in both directions (the Outbound end dials with the label, the Inbound end
-// reflects it), and the untagged tunnel's segments do not.
+// by a veth pair and captures the link. Every data segment of the tagged tunnel toward the
+// Inbound end carries the tag (the Outbound end dials with the label); the segments coming back
+// carry it too when the Inbound end's namespace reflects labels, by the sysctl or per listener,
+// and /v1/status says which. The untagged tunnel's segments never carry the tag.
 func TestFlowLabelOnTheWire(t *testing.T) {
 	wire.RequirePrivileged(t)
-	id := fmt.Sprintf("st%d", os.Getpid()%100000)
-	producerSide := newNetns(t, id+"-in")
-	consumerSide := newNetns(t, id+"-out")
+	modes := []struct {
+		name                   string
+		reflect, consistency   string // sysctls in the Inbound end's namespace
+		wantBack, wantApplied  bool
+		wantReason, wantDetail string
+	}{
+		{"sysctl", "1", "1", true, true, flowlabel.ReasonMarked, "flowlabel_reflect is on"},
+		{"listener", "0", "0", true, true, flowlabel.ReasonMarked, "IPV6_FL_F_REFLECT"},
+		{"off", "0", "1", false, false, ReasonReflectionOff, "flowlabel_reflect is off"},
+	}
+	for i, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			id := fmt.Sprintf("st%d%d", os.Getpid()%100000, i)
+			producerSide, consumerSide, inAddr := vethPair(t, id)
+			producerSide.run(t, "sysctl", "-qw", "net.ipv6.flowlabel_reflect="+m.reflect, "net.ipv6.flowlabel_consistency="+m.consistency)
+
+			const n = 32 << 20
+			var prod *producer
+			var results chan [2]string
+			producerSide.do(t, func() { prod, results = hashingProducer(t, n) })
+
+			pk := newTestPKI(t)
+			tag := &config.Scitag{ExperimentID: 2, ActivityID: 16, Name: "atlas.Production_Output", Entropy: true}
+			want, _ := scitag.Label(2, 16)
+			tagged := wireTunnel{inPort: 5100, outPort: 6100, tag: tag, admin: 9100}
+			untagged := wireTunnel{inPort: 5101, outPort: 6101, admin: 9101}
+			outAdmin := 9200
+			for _, tun := range []wireTunnel{tagged, untagged} {
+				in := &config.Config{Tunnel: "wire/in", Role: config.Inbound, Scitag: tun.tag, AdminAddress: hostPort("::1", tun.admin),
+					Routes: []config.Route{{ListenPort: tun.inPort, Target: prod.addr}}, TLS: pk.server.config()}
+				outAdmin++
+				out := &config.Config{Tunnel: "wire/out", Role: config.Outbound, Scitag: tun.tag, AdminAddress: hostPort("::1", outAdmin),
+					Routes: []config.Route{{ListenPort: tun.outPort, Target: hostPort(inAddr.String(), tun.inPort)}}, TLS: pk.client.config()}
+				out.TLS.ServerName = "localhost"
+				producerSide.startProxyIn(t, in)
+				consumerSide.startProxyIn(t, out)
+			}
+
+			var capture *wire.Capture
+			producerSide.do(t, func() {
+				var err error
+				if capture, err = wire.Start(id + "a"); err != nil {
+					t.Fatal(err)
+				}
+			})
+			for _, tun := range []wireTunnel{tagged, untagged} {
+				consumerSide.do(t, func() { bothWays(t, hostPort("::1", tun.outPort), prod, results, n) })
+			}
+			packets := capture.Stop()
+
+			for _, tun := range []wireTunnel{tagged, untagged} {
+				var toIn, toOut, taggedIn, taggedOut int
+				for _, p := range packets {
+					if (p.Src.Port() != uint16(tun.inPort) && p.Dst.Port() != uint16(tun.inPort)) || p.PayloadLen == 0 {
+						continue
+					}
+					isTagged := p.FlowLabel&scitag.Mask == want
+					if p.Dst.Addr() == inAddr {
+						toIn++
+						if isTagged {
+							taggedIn++
+						}
+					} else {
+						toOut++
+						if isTagged {
+							taggedOut++
+						}
+					}
+				}
+				t.Logf("port %d: %d/%d data segments to the inbound end tagged, %d/%d back", tun.inPort, taggedIn, toIn, taggedOut, toOut)
+				if toIn == 0 || toOut == 0 {
+					t.Fatalf("port %d: captured %d data segments toward the inbound end and %d back; want both", tun.inPort, toIn, toOut)
+				}
+				switch {
+				case tun.tag == nil:
+					if taggedIn+taggedOut != 0 {
+						t.Errorf("untagged tunnel: %d of %d data segments carry the tag", taggedIn+taggedOut, toIn+toOut)
+					}
+				default:
+					if taggedIn != toIn {
+						t.Errorf("toward the inbound end %d of %d data segments carry %s", taggedIn, toIn, scitag.FormatLabel(want))
+					}
+					if m.wantBack && taggedOut != toOut {
+						t.Errorf("back from the inbound end %d of %d data segments carry %s", taggedOut, toOut, scitag.FormatLabel(want))
+					}
+					if !m.wantBack && taggedOut != 0 {
+						t.Errorf("without reflection %d of %d data segments back carry the tag", taggedOut, toOut)
+					}
+				}
+			}
+
+			// The Inbound end reports what the capture shows.
+			st := producerSide.status(t, tagged.admin)
+			if st.FlowLabel.Applied != m.wantApplied || st.FlowLabel.Reason != m.wantReason || !strings.Contains(st.FlowLabel.Message, m.wantDetail) {
+				t.Errorf("inbound /v1/status flowLabel = %+v, want applied=%v reason %s mentioning %q", st.FlowLabel, m.wantApplied, m.wantReason, m.wantDetail)
+			}
+		})
+	}
+}
+
+type wireTunnel struct {
+	inPort, outPort, admin int
+	tag                    *config.Scitag
+}
+
+// vethPair makes two namespaces joined by a veth pair, the producer's side at fd00:5c17::1 and
+// the consumer's at fd00:5c17::2.
+func vethPair(t *testing.T, id string) (producerSide, consumerSide netns, inAddr netip.Addr) {
+	t.Helper()
+	producerSide = newNetns(t, id+"-in")
+	consumerSide = newNetns(t, id+"-out")
 	vIn, vOut := id+"a", id+"b"
 	run(t, "ip", "link", "add", vIn, "netns", string(producerSide), "type", "veth", "peer", "name", vOut, "netns", string(consumerSide))
 	producerSide.run(t, "ip", "addr", "add", "fd00:5c17::1/64", "dev", vIn, "nodad")
 	consumerSide.run(t, "ip", "addr", "add", "fd00:5c17::2/64", "dev", vOut, "nodad")
 	producerSide.run(t, "ip", "link", "set", vIn, "up")
 	consumerSide.run(t, "ip", "link", "set", vOut, "up")
-	// What the operator sets in the Inbound pod's securityContext.
-	producerSide.run(t, "sysctl", "-qw", "net.ipv6.flowlabel_reflect=1")
+	return producerSide, consumerSide, netip.MustParseAddr("fd00:5c17::1")
+}
 
-	const n = 64 << 20
-	var prod *producer
-	var results chan [2]string
-	producerSide.do(t, func() { prod, results = hashingProducer(t, n) })
-
-	pk := newTestPKI(t)
-	tag := &config.Scitag{ExperimentID: 2, ActivityID: 16, Name: "atlas.Production_Output"}
-	want, _ := scitag.Label(2, 16)
-	tagged := wireTunnel{inPort: 5100, outPort: 6100, tag: tag}
-	untagged := wireTunnel{inPort: 5101, outPort: 6101}
-	for _, tun := range []wireTunnel{tagged, untagged} {
-		in := &config.Config{Tunnel: "wire/in", Role: config.Inbound, Scitag: tun.tag,
-			Routes: []config.Route{{ListenPort: tun.inPort, Target: prod.addr}}, TLS: pk.server.config()}
-		in.TLS.ServerName = ""
-		out := &config.Config{Tunnel: "wire/out", Role: config.Outbound, Scitag: tun.tag,
-			Routes: []config.Route{{ListenPort: tun.outPort, Target: hostPort("fd00:5c17::1", tun.inPort)}}, TLS: pk.client.config()}
-		out.TLS.ServerName = "localhost"
-		producerSide.startProxyIn(t, in)
-		consumerSide.startProxyIn(t, out)
-	}
-
-	var capture *wire.Capture
-	producerSide.do(t, func() {
+// status reads /v1/status from a proxy's admin port inside n: the connection is made on a
+// thread in n, then HTTP runs over it from anywhere.
+func (n netns) status(t *testing.T, port int) report.ProxyStatus {
+	t.Helper()
+	var conn net.Conn
+	n.do(t, func() {
 		var err error
-		if capture, err = wire.Start(vIn); err != nil {
+		if conn, err = net.Dial("tcp", hostPort("::1", port)); err != nil {
 			t.Fatal(err)
 		}
 	})
-	for _, tun := range []wireTunnel{tagged, untagged} {
-		consumerSide.do(t, func() { bothWays(t, hostPort("::1", tun.outPort), prod, results, n) })
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil },
+	}}
+	resp, err := client.Get("http://admin" + report.StatusPath)
+	if err != nil {
+		t.Fatal(err)
 	}
-	packets := capture.Stop()
-
-	tunnelPort := func(p wire.Packet, port uint16) bool { return p.Src.Port() == port || p.Dst.Port() == port }
-	inbound := netip.MustParseAddr("fd00:5c17::1")
-	for _, tun := range []wireTunnel{tagged, untagged} {
-		var toIn, toOut, taggedSegs int
-		for _, p := range packets {
-			if !tunnelPort(p, uint16(tun.inPort)) || p.PayloadLen == 0 {
-				continue
-			}
-			if p.Dst.Addr() == inbound {
-				toIn++
-			} else {
-				toOut++
-			}
-			if p.FlowLabel&scitag.Mask == want {
-				taggedSegs++
-			}
-		}
-		if toIn == 0 || toOut == 0 {
-			t.Fatalf("port %d: captured %d data segments toward the inbound end and %d back; want both", tun.inPort, toIn, toOut)
-		}
-		if tun.tag != nil && taggedSegs != toIn+toOut {
-			t.Errorf("tagged tunnel: %d of %d data segments carry %s (%d toward the inbound end, %d back)",
-				taggedSegs, toIn+toOut, scitag.FormatLabel(want), toIn, toOut)
-		}
-		if tun.tag == nil && taggedSegs != 0 {
-			t.Errorf("untagged tunnel: %d of %d data segments carry the tag", taggedSegs, toIn+toOut)
-		}
-		t.Logf("port %d: %d data segments to the inbound end, %d back, %d with the tag", tun.inPort, toIn, toOut, taggedSegs)
+	defer resp.Body.Close()
+	var st report.ProxyStatus
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
 	}
-}
-
-type wireTunnel struct {
-	inPort, outPort int
-	tag             *config.Scitag
+	return st
 }
