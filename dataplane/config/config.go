@@ -365,6 +365,11 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if _, port, err := net.SplitHostPort(c.AdminAddress); err != nil {
+		bad("adminAddress", "%q is not [host]:port, e.g. \":9090\"", c.AdminAddress)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		bad("adminAddress", "%q: port must be 0..65535", c.AdminAddress)
+	}
 	for name, d := range map[string]Duration{"dialTimeout": c.DialTimeout, "drainTimeout": c.DrainTimeout, "idleTimeout": c.IdleTimeout} {
 		if d.Duration < 0 {
 			bad(name, "must not be negative")

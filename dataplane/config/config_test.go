@@ -53,6 +53,7 @@ func TestParseRejects(t *testing.T) {
 		"bad duration":   {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"drainTimeout":"soon"}`, "duration"},
 		"datagram size":  {`{"version":1,"role":"Inbound","protocol":"UDP","udpTransport":"Plain","routes":[{"listenPort":5,"target":"a:1"}],"maxDatagramSize":70000}`, "maxDatagramSize"},
 		"datagram tcp":   {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"maxDatagramSize":1200}`, "maxDatagramSize"},
+		"admin address":  {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"adminAddress":"9090"}`, "adminAddress"},
 		"bad assigned":   {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"telemetry":{"samplingRate":10,"assignedTags":["atlas"]}}`, "assignedTags"},
 	}
 	for name, c := range cases {
