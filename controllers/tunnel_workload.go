@@ -80,7 +80,11 @@ func (r *StreamTunnelReconciler) reconcileService(ctx context.Context, s *tunnel
 		lbClass = e.LoadBalancerClass
 	}
 	proto := listenerProtocol(t)
-	spec := corev1ac.ServiceSpec().WithType(typ).WithSelector(selectorLabels(t))
+	// PreferDualStack: the flow label exists only in IPv6, so the Service needs an IPv6 address
+	// (and its DNS name an AAAA record) for the peer's dialer to take the labelled path; a
+	// single-stack cluster still gets its one family.
+	spec := corev1ac.ServiceSpec().WithType(typ).WithSelector(selectorLabels(t)).
+		WithIPFamilyPolicy(corev1.IPFamilyPolicyPreferDualStack)
 	for i, p := range s.listenPorts {
 		spec.WithPorts(corev1ac.ServicePort().WithName(portName(i)).WithProtocol(proto).
 			WithPort(int32(p)).WithTargetPort(intstr.FromInt32(int32(p))))
