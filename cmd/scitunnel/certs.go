@@ -27,7 +27,7 @@ Makes what a tunnel between two hosts needs for mutual TLS, in DIR:
   client.crt, client.key       for 'scitunnel outbound --cert client.crt --key client.key'
 
 Copy ca.crt and the client pair to the consumer's host. The client certificate carries the
-identity given by --client-id; pass the same value to the inbound end's --allow-client.
+identity given by --client-id; pass the same value to the inbound end's --allow-san.
 
 Flags:
 `

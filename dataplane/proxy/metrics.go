@@ -23,6 +23,7 @@ type metrics struct {
 	dialFailures      *prometheus.CounterVec
 	datagrams         *prometheus.CounterVec
 	datagramDrops     *prometheus.CounterVec
+	configReloads     *prometheus.CounterVec
 }
 
 func newMetrics(tunnel string) *metrics {
@@ -57,8 +58,12 @@ func newMetrics(tunnel string) *metrics {
 			Name: "scitunnel_proxy_udp_dropped_total", ConstLabels: constLabels,
 			Help: "UDP datagrams dropped, by reason: too_large (above maxDatagramSize), queue_full (a session still connecting), write_failed.",
 		}, []string{"reason"}),
+		configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "scitunnel_proxy_config_reloads_total", ConstLabels: constLabels,
+			Help: "Changes of the configuration file, by result (applied, refused).",
+		}, []string{"result"}),
 	}
-	m.registry.MustRegister(m.bytes, m.active, m.total, m.handshakeFailures, m.dialFailures,
+	m.registry.MustRegister(m.configReloads, m.bytes, m.active, m.total, m.handshakeFailures, m.dialFailures,
 		m.datagrams, m.datagramDrops,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

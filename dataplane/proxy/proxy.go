@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -92,6 +93,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Proxy, error) {
 	}
 
 	if cfg.NeedsTLS() {
+		for field, path := range map[string]string{"tls.certFile": cfg.TLS.CertFile, "tls.keyFile": cfg.TLS.KeyFile, "tls.caFile": cfg.TLS.CAFile} {
+			if _, err := os.Stat(path); err != nil {
+				return nil, fmt.Errorf("%s: %w", field, err)
+			}
+		}
 		src, err := tlsfiles.Load(tlsfiles.Files{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, CAFile: cfg.TLS.CAFile}, p.log)
 		if err != nil {
 			return nil, fmt.Errorf("tls: %w", err)

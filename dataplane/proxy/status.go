@@ -1,14 +1,12 @@
 package proxy
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scitunnel/scitunnel/dataplane/config"
 	"github.com/scitunnel/scitunnel/dataplane/flowlabel"
@@ -109,26 +107,5 @@ func (p *Proxy) Reflection() (flowlabel.Reflection, string) {
 // estimates are checked against.
 func (p *Proxy) Connections() Connections { return p.conns.report(p.cfg.Load().Tunnel) }
 
-// AdminHandler serves /healthz, /readyz, /metrics, report.StatusPath and /v1/connections.
-func (p *Proxy) AdminHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		ok, why := p.Ready()
-		if !ok {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		fmt.Fprintln(w, why)
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET "+report.StatusPath, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, p.Status()) })
-	mux.HandleFunc("GET /v1/connections", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, p.Connections()) })
-	return mux
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
+// Metrics is the proxy's Prometheus registry, for the admin endpoint.
+func (p *Proxy) Metrics() prometheus.Gatherer { return p.metrics.registry }

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/scitunnel/scitunnel/dataplane/admin"
+	"github.com/scitunnel/scitunnel/dataplane/config"
+	"github.com/scitunnel/scitunnel/dataplane/proxy"
+)
+
+func init() {
+	register("run", "run a tunnel end from a configuration file (what the proxy pods run)", runFromFile)
+}
+
+// configReloadInterval is how often `run` re-reads its configuration file. A ConfigMap update
+// reaches a pod's mount within the kubelet's sync period (about a minute), so seconds are plenty.
+const configReloadInterval = 3 * time.Second
+
+const runHelp = `Usage: scitunnel run [--config FILE]
+
+Runs one tunnel end from a configuration file. In Kubernetes the operator writes the file into
+the proxy pod's ConfigMap; on a bare host, 'scitunnel inbound ... --print-config > end.json'
+writes one from flags. Changes to the file (targets, scitag, ports, fireflies) apply to new
+connections without a restart; established connections keep going. Certificates are re-read
+when their files change.
+
+Example:
+
+  scitunnel inbound --listen 5100-5104 --target [2001:db8::5]:5074 \
+      --cert server.crt --key server.key --ca ca.crt --allow-san spiffe://example.org/consumer \
+      --scitag atlas/Production_Output --print-config > inbound.json
+  scitunnel run --config inbound.json
+
+SIGTERM (or Ctrl-C) stops accepting, lets active connections finish for drainTimeout, then exits.
+
+Flags:
+`
+
+func runFromFile(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	path := fs.String("config", "/etc/scitunnel/config.json", "the data-plane configuration (JSON, as the operator writes it)")
+	fs.Usage = func() { fmt.Fprint(fs.Output(), runHelp); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return usageError("run", fmt.Errorf("unexpected arguments %q", fs.Args()))
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "scitunnel run: %s: %v\n", *path, err)
+		return 2
+	}
+	return serve(ctx, cfg, *path)
+}
+
+// serve runs a validated configuration: it binds every route's listener and the admin endpoint
+// (or, if any of them cannot be bound, closes what it opened and fails), then serves until ctx
+// ends and the drain is over. With a configuration file, it also applies the file's changes.
+func serve(ctx context.Context, cfg *config.Config, path string) int {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	p, err := proxy.New(cfg, log)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "scitunnel: %v\n", err)
+		return 1
+	}
+	srv, err := admin.Listen(cfg.AdminAddress, p)
+	if err != nil {
+		p.Close()
+		fmt.Fprintf(os.Stderr, "scitunnel: admin endpoint (adminAddress, --admin): %v\n", err)
+		return 1
+	}
+	go srv.Serve()
+	log.Info("admin endpoint up", "address", srv.Addr().String())
+	if path != "" {
+		go p.WatchConfig(ctx, path, configReloadInterval)
+	}
+	err = p.Run(ctx)
+	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdown)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "scitunnel: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/scitunnel/scitunnel/dataplane/config"
+	"github.com/scitunnel/scitunnel/dataplane/scitag"
+)
+
+// runEnd builds a configuration from the inbound or outbound flags, validates all of it with
+// dataplane/config (the same checks the operator's configurations pass) and runs it.
+func runEnd(ctx context.Context, role config.Role, args []string) int {
+	cfg, printOnly, code := parseEndFlags(role, args)
+	if cfg == nil {
+		return code
+	}
+	if printOnly {
+		out, _ := cfg.Marshal()
+		fmt.Println(string(out))
+		return 0
+	}
+	return serve(ctx, cfg, "")
+}
+
+// parseEndFlags returns the configuration, whether to only print it, and the exit code to use
+// when the configuration is nil (0 after --help, 2 for a usage error, already reported).
+func parseEndFlags(role config.Role, args []string) (*config.Config, bool, int) {
+	name := strings.ToLower(string(role))
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	listen := fs.String("listen", "", "local listen `ports`: a list and/or ranges, e.g. 5100-5104 or 5100,5102 (required)")
+	var targets listFlag
+	remote := ""
+	if role == config.Inbound {
+		fs.Var(&targets, "target", "producer `host:port`, repeatable or comma-separated (required)")
+	} else {
+		fs.StringVar(&remote, "remote", "", "the inbound end: `host:ports`, e.g. inbound.example.org:5100-5104 (required)")
+	}
+	numConn := fs.Int("num-conn", 0, "parallel streams (SciStream's num_conn): `N` ports, the first N of --listen, or N consecutive ports from a single --listen port (default: every --listen port)")
+	protocol := fs.String("protocol", "TLS", "TLS (mutual TLS 1.3), TCP (plain relay, unencrypted) or UDP")
+	udpTransport := fs.String("udp-transport", "TLS", "with --protocol UDP: TLS (datagrams framed on mutual TLS) or Plain (relayed as datagrams, unencrypted)")
+	maxDatagram := fs.Int("max-datagram", 0, fmt.Sprintf("with --protocol UDP: largest datagram carried, in `bytes`; larger ones are dropped and counted (default %d)", config.MaxFramedDatagram))
+	cert := fs.String("cert", "", "this end's certificate (PEM `file`)")
+	key := fs.String("key", "", "this end's private key (PEM `file`)")
+	ca := fs.String("ca", "", "the CA that signs the other end's certificate (PEM `file`)")
+	var allow listFlag
+	serverName := ""
+	if role == config.Inbound {
+		fs.Var(&allow, "allow-san", "accept only client certificates carrying this `SAN` (DNS, URI, IP or email), repeatable; default: any certificate signed by --ca")
+		fs.Var(&allow, "allow-client", "the same as --allow-san (its earlier name)")
+	} else {
+		fs.StringVar(&serverName, "server-name", "", "`name` the inbound end's certificate must carry (default: the --remote host)")
+	}
+	tag := fs.String("scitag", "", "scitags `experiment/activity` to stamp on the IPv6 flow label, names or ids: atlas/Production_Output, 2/16")
+	entropy := fs.Bool("entropy", true, "fill the flow label's five entropy bits with fresh random bits per connection (keeps ECMP hashing spread)")
+	fireflies := fs.Bool("fireflies", false, "announce each flow's start and end with scitags fireflies (UDP port 10514)")
+	var collectors listFlag
+	fs.Var(&collectors, "firefly-collector", "`host:port` that receives fireflies (port 10514 by convention), repeatable; implies --fireflies")
+	toPeer := fs.Bool("firefly-to-peer", false, "also send fireflies to the flow's peer on port 10514, as flowd does; implies --fireflies")
+	admin := fs.String("admin", ":9090", "admin HTTP `address`: /healthz, /readyz, /metrics, /v1/status, /v1/connections")
+	listenAddr := fs.String("listen-address", "::", "`address` the listeners bind to")
+	dial := fs.Duration("dial-timeout", 10*time.Second, "bound on each connection to the target")
+	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long active connections may finish")
+	idle := fs.Duration("idle-timeout", 0, "close connections idle this long in both directions (0: never)")
+	tunnel := fs.String("name", "cli/"+name, "tunnel `name` in metrics, logs and /v1/status")
+	printConfig := fs.Bool("print-config", false, "print the configuration as JSON (for 'scitunnel run --config') and exit")
+	fs.Usage = func() {
+		if role == config.Inbound {
+			fmt.Fprint(fs.Output(), inboundHelp)
+		} else {
+			fmt.Fprint(fs.Output(), outboundHelp)
+		}
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, false, 0
+		}
+		return nil, false, 2
+	}
+	fail := func(err error) (*config.Config, bool, int) { return nil, false, usageError(name, err) }
+	if fs.NArg() > 0 {
+		return fail(fmt.Errorf("unexpected arguments %q (flags come before nothing else)", fs.Args()))
+	}
+
+	cfg := &config.Config{
+		Tunnel: *tunnel, Role: role, Protocol: config.Protocol(strings.ToUpper(*protocol)),
+		AdminAddress: *admin, ListenAddress: *listenAddr, MaxDatagramSize: *maxDatagram,
+		DialTimeout:  config.Duration{Duration: *dial},
+		DrainTimeout: config.Duration{Duration: *drain}, IdleTimeout: config.Duration{Duration: *idle},
+	}
+	if cfg.Protocol == config.UDP {
+		cfg.UDPTransport = normalizeTransport(*udpTransport)
+	}
+	ports, err := portsFlag("--listen", *listen, *numConn)
+	if err != nil {
+		return fail(err)
+	}
+	if role == config.Outbound {
+		if targets, err = remoteTargets(remote, *numConn); err != nil {
+			return fail(err)
+		}
+		if len(targets) != len(ports) {
+			return fail(fmt.Errorf("--listen gives %d ports and --remote %d: give one local port per remote port", len(ports), len(targets)))
+		}
+	}
+	if len(targets) == 0 {
+		return fail(errors.New("--target: at least one producer host:port is required, e.g. --target [2001:db8::5]:5074"))
+	}
+	if cfg.Routes, err = config.Expand(ports, targets); err != nil {
+		return fail(fmt.Errorf("--listen/--target: %w", err))
+	}
+	if *cert != "" || *key != "" || *ca != "" || len(allow) > 0 || serverName != "" {
+		cfg.TLS = &config.TLSConfig{CertFile: *cert, KeyFile: *key, CAFile: *ca, AllowedSANs: allow, ServerName: serverName}
+	}
+	if *tag != "" {
+		s, err := parseScitag(*tag)
+		if err != nil {
+			return fail(fmt.Errorf("--scitag: %w", err))
+		}
+		s.Entropy = *entropy
+		cfg.Scitag = s
+	}
+	if *fireflies || len(collectors) > 0 || *toPeer {
+		cfg.Fireflies = &config.Fireflies{Enabled: true, Collectors: collectors, ToPeer: *toPeer, Application: "scitunnel"}
+	}
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		msg := flagNamesFor(role, err.Error())
+		if cfg.NeedsTLS() && cfg.TLS == nil {
+			msg += "\n('scitunnel certs' makes the certificates; --protocol TCP relays unencrypted)"
+		}
+		return fail(errors.New(msg))
+	}
+	return cfg, *printConfig, 0
+}
+
+// flagNamesFor turns the configuration's field names in validation errors into the flags a CLI
+// user typed.
+func flagNamesFor(role config.Role, msg string) string {
+	target := "--target"
+	if role == config.Outbound {
+		target = "--remote"
+	}
+	msg = routeListenPort.ReplaceAllString(msg, "--listen")
+	msg = routeTarget.ReplaceAllString(msg, target)
+	return flagNames.Replace(msg)
+}
+
+var (
+	routeListenPort = regexp.MustCompile(`routes\[\d+\]\.listenPort`)
+	routeTarget     = regexp.MustCompile(`routes\[\d+\]\.target`)
+)
+
+// flagNames maps the other fields (longest first, so "tls.allowedSANs" is not caught by a
+// shorter name).
+var flagNames = strings.NewReplacer(
+	"tls: is required for protocol", "--cert, --key and --ca: are required for protocol",
+	"tls.allowedSANs", "--allow-san", "tls.certFile", "--cert", "tls.keyFile", "--key", "tls.caFile", "--ca",
+	"fireflies.collectors", "--firefly-collector", "udpTransport", "--udp-transport",
+	"maxDatagramSize", "--max-datagram", "protocol", "--protocol", "adminAddress", "--admin",
+	"dialTimeout", "--dial-timeout", "drainTimeout", "--drain-timeout", "idleTimeout", "--idle-timeout",
+)
+
+// parseScitag reads EXPERIMENT/ACTIVITY (or EXPERIMENT.ACTIVITY): registry names or ids. A pair
+// of ids the registry does not know is still accepted, since the label only needs the ids.
+func parseScitag(s string) (*config.Scitag, error) {
+	// Experiment names hold neither '/' nor '.', activity names may ("Upload/Download (Job)"),
+	// so the first separator splits.
+	i := strings.IndexAny(s, "/.")
+	if i <= 0 || i == len(s)-1 {
+		return nil, fmt.Errorf("%q: want EXPERIMENT/ACTIVITY, e.g. atlas/Production_Output or 2/16", s)
+	}
+	exp, act := s[:i], s[i+1:]
+	if tag, err := scitag.Default().Resolve(exp, act); err == nil {
+		return &config.Scitag{ExperimentID: tag.ExperimentID, ActivityID: tag.ActivityID, Name: tag.String()}, nil
+	} else if e, errE := strconv.Atoi(exp); errE == nil {
+		a, errA := strconv.Atoi(act)
+		if errA == nil {
+			if _, err := scitag.Label(e, a); err != nil {
+				return nil, err
+			}
+			return &config.Scitag{ExperimentID: e, ActivityID: a}, nil
+		}
+		return nil, err
+	} else {
+		return nil, err
+	}
+}
+
+// listFlag collects a repeatable, comma-separated flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+func usageError(cmd string, err any) int {
+	fmt.Fprintf(os.Stderr, "scitunnel %s: %v\nRun 'scitunnel %s --help' for the flags and examples.\n", cmd, err, cmd)
+	return 2
+}
+
+// expandPorts applies --num-conn to a port list: the first n ports, or n consecutive ports
+// when a single start port was given.
+func expandPorts(flagName string, ports []int, n int) ([]int, error) {
+	switch {
+	case n < 0:
+		return nil, fmt.Errorf("--num-conn %d: must be positive", n)
+	case n == 0 || n == len(ports):
+		return ports, nil
+	case len(ports) == 1:
+		if ports[0]+n-1 > 65535 {
+			return nil, fmt.Errorf("%s %d with --num-conn %d runs past port 65535", flagName, ports[0], n)
+		}
+		return config.PortRange(ports[0], n), nil
+	case n < len(ports):
+		return ports[:n], nil
+	}
+	return nil, fmt.Errorf("--num-conn %d: %s gives only %d ports", n, flagName, len(ports))
+}
+
+func portsFlag(flagName, v string, numConn int) ([]int, error) {
+	if v == "" {
+		return nil, fmt.Errorf("%s is required, e.g. %s 5100-5104", flagName, flagName)
+	}
+	ports, err := config.ParsePorts(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flagName, err)
+	}
+	return expandPorts(flagName, ports, numConn)
+}
+
+// remoteTargets expands "host:5100-5104" into one host:port per remote port.
+func remoteTargets(remote string, numConn int) ([]string, error) {
+	if remote == "" {
+		return nil, errors.New("--remote is required, e.g. --remote inbound.example.org:5100-5104")
+	}
+	i := strings.LastIndex(remote, ":")
+	if i <= 0 {
+		return nil, fmt.Errorf("--remote %q: want host:ports (IPv6 in brackets: [2001:db8::1]:5100-5104)", remote)
+	}
+	host := remote[:i]
+	if strings.HasPrefix(host, "[") != strings.HasSuffix(host, "]") || (strings.Contains(host, ":") && !strings.HasPrefix(host, "[")) {
+		return nil, fmt.Errorf("--remote %q: put an IPv6 address in brackets: [2001:db8::1]:5100-5104", remote)
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	ports, err := config.ParsePorts(remote[i+1:])
+	if err != nil {
+		return nil, fmt.Errorf("--remote %q: %w", remote, err)
+	}
+	if ports, err = expandPorts("--remote", ports, numConn); err != nil {
+		return nil, err
+	}
+	out := make([]string, len(ports))
+	for j, p := range ports {
+		out[j] = net.JoinHostPort(host, strconv.Itoa(p))
+	}
+	return out, nil
+}
+
+func normalizeTransport(s string) config.UDPTransport {
+	if strings.EqualFold(s, "plain") {
+		return config.UDPPlain
+	}
+	return config.UDPTransport(strings.ToUpper(s))
+}
