@@ -289,3 +289,19 @@ test-go: $(HELM) $(KUSTOMIZE)
 test-helm: $(HELM) $(KUSTOMIZE) envtest-binaries ## Chart tests: helm lint, template per values file, schema refusals, drift from config/, helm install into envtest.
 	go test ./test/helm/ -count=1 -v
 # ---- end release ----
+
+# ---- begin dataplane ----
+##@ Data plane: tunnel proxy (owner: data-plane engineer)
+
+## Extra flags for the benchmark driver, e.g. BENCH_TUNNEL_ARGS='-seconds 10 -streams 1,2,4'.
+BENCH_TUNNEL_ARGS ?=
+
+.PHONY: bench-tunnel
+bench-tunnel: ## iperf3 through our TLS and TCP tunnel pairs vs stunnel4, haproxy, socat and direct (1 and 4 streams): Gbit/s, ratios, CPU s/Gbit, 1 KiB ping-pong latency. Needs iperf3 stunnel4 haproxy socat.
+	$(GO_BUILD_ENV) go build $(GO_BUILD_FLAGS) -o $(LOCALBIN)/scitunnel ./cmd/scitunnel
+	go run ./hack/bench/tunnel -scitunnel $(LOCALBIN)/scitunnel $(BENCH_TUNNEL_ARGS)
+
+.PHONY: test-dataplane
+test-dataplane: ## The data plane's tests (proxy, flow-label dialer, CLI); as root they include the network-namespace wire tests.
+	go test $(GO_TEST_FLAGS) ./dataplane/config/ ./dataplane/flowlabel/ ./dataplane/proxy/ ./dataplane/admin/ ./dataplane/tlsfiles/ ./dataplane/firefly/ ./cmd/scitunnel/
+# ---- end dataplane ----

@@ -140,7 +140,7 @@ func launchScitunnel(protocol string) func(*bench, string, string) (int, []int, 
 		outArgs := []string{"outbound", "--protocol", protocol, "--listen", strconv.Itoa(entry),
 			"--remote", "[::1]:" + strconv.Itoa(inner), "--listen-address", "::1", "--admin", "[::1]:0"}
 		if protocol == "TLS" {
-			inArgs = append(inArgs, "--cert", b.certs.serverCert, "--key", b.certs.serverKey, "--ca", b.certs.ca, "--allow-client", clientID)
+			inArgs = append(inArgs, "--cert", b.certs.serverCert, "--key", b.certs.serverKey, "--ca", b.certs.ca, "--allow-san", clientID)
 			outArgs = append(outArgs, "--cert", b.certs.clientCert, "--key", b.certs.clientKey, "--ca", b.certs.ca, "--server-name", "localhost")
 		}
 		in, err := b.spawn(name+"-in", b.scitunnelEnv, b.scitunnel, inArgs...)
