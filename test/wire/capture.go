@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -25,11 +26,12 @@ type Packet struct {
 
 // Capture records IPv6 TCP packets seen on one interface until Stop.
 type Capture struct {
-	fd      int
-	mu      sync.Mutex
-	packets []Packet
-	done    chan struct{}
-	stopped sync.Once
+	fd       int
+	stopping atomic.Bool
+	mu       sync.Mutex
+	packets  []Packet
+	done     chan struct{}
+	stopped  sync.Once
 }
 
 // Start opens an AF_PACKET socket (cooked) on iface and captures IPv6 TCP in the background.
@@ -64,7 +66,7 @@ func (c *Capture) loop() {
 	for {
 		n, from, err := unix.Recvfrom(c.fd, buf, unix.MSG_TRUNC)
 		if err != nil {
-			if (err == unix.EAGAIN || err == unix.EINTR) && !c.isStopped() {
+			if (err == unix.EAGAIN || err == unix.EINTR) && !c.stopping.Load() {
 				continue
 			}
 			return
@@ -85,23 +87,14 @@ func (c *Capture) loop() {
 	}
 }
 
-func (c *Capture) isStopped() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.fd < 0
-}
-
 // Stop ends the capture and returns every packet captured.
 func (c *Capture) Stop() []Packet {
 	c.stopped.Do(func() {
 		// Let in-flight packets reach the socket before closing it.
 		time.Sleep(100 * time.Millisecond)
-		c.mu.Lock()
-		fd := c.fd
-		c.fd = -1
-		c.mu.Unlock()
-		<-c.done
-		unix.Close(fd)
+		c.stopping.Store(true)
+		<-c.done // the loop notices within its 50 ms receive timeout
+		unix.Close(c.fd)
 	})
 	c.mu.Lock()
 	defer c.mu.Unlock()
