@@ -1,0 +1,541 @@
+//go:build e2e
+
+package e2e_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
+	"github.com/scitunnel/scitunnel/dataplane/scitag"
+	"github.com/scitunnel/scitunnel/test/loadgen"
+)
+
+const (
+	inbound  = "e2e-inbound"
+	outbound = "e2e-outbound"
+)
+
+// consumerAddr is the Outbound end's Service port i, as consumers reach it.
+func consumerAddr(i int) string {
+	return fmt.Sprintf("%s.%s.svc:%d", outbound, testNS, 7100+i)
+}
+
+func getTunnel(name string) *scitunnelv1.StreamTunnel {
+	var t scitunnelv1.StreamTunnel
+	ExpectWithOffset(1, k8s.Get(ctx, client.ObjectKey{Namespace: testNS, Name: name}, &t)).To(Succeed())
+	return &t
+}
+
+func condition(t *scitunnelv1.StreamTunnel, typ string) *metav1.Condition {
+	for i := range t.Status.Conditions {
+		if t.Status.Conditions[i].Type == typ {
+			return &t.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+func tagThroughput(t *scitunnelv1.StreamTunnel) *scitunnelv1.TagThroughput {
+	for i := range t.Status.Throughput {
+		if t.Status.Throughput[i].Tag == tag {
+			return &t.Status.Throughput[i]
+		}
+	}
+	return nil
+}
+
+// getTunnelsTable runs `kubectl get tunnels` and returns its rows by NAME, each a map from
+// column header to value. Columns are found from the header's positions, as a user reads them.
+func getTunnelsTable(extra ...string) map[string]map[string]string {
+	out, err := kubectl(append([]string{"-n", testNS, "get", "tunnels"}, extra...)...)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred(), out)
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	ExpectWithOffset(1, len(lines)).To(BeNumerically(">=", 2), out)
+	header := lines[0]
+	var cols []string
+	var starts []int
+	for _, m := range regexp.MustCompile(`\S+`).FindAllStringIndex(header, -1) {
+		cols = append(cols, header[m[0]:m[1]])
+		starts = append(starts, m[0])
+	}
+	rows := map[string]map[string]string{}
+	for _, l := range lines[1:] {
+		row := map[string]string{}
+		for i, c := range cols {
+			end := len(l)
+			if i+1 < len(starts) && starts[i+1] < end {
+				end = starts[i+1]
+			}
+			if starts[i] < len(l) {
+				row[c] = strings.TrimSpace(l[starts[i]:end])
+			}
+		}
+		rows[row["NAME"]] = row
+	}
+	GinkgoWriter.Printf("kubectl get tunnels %s\n%s", strings.Join(extra, " "), out)
+	return rows
+}
+
+// proxyPods are the running pods of a tunnel end.
+func proxyPods(tunnel string) []corev1.Pod {
+	var pods corev1.PodList
+	ExpectWithOffset(1, k8s.List(ctx, &pods, client.InNamespace(testNS),
+		client.MatchingLabels{"scitunnel.io/tunnel": tunnel})).To(Succeed())
+	var running []corev1.Pod
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+			running = append(running, p)
+		}
+	}
+	return running
+}
+
+// tunnelConnections is GET /v1/connections of every proxy pod of a tunnel (through the API
+// server's pod proxy, which works on any cluster).
+type tagBytes struct {
+	ToProducer  uint64 `json:"bytesToProducer"`
+	ToConsumer  uint64 `json:"bytesToConsumer"`
+	Connections uint64 `json:"connections"`
+}
+
+func trueTagBytes(tunnel string) (total uint64, perPod map[string]tagBytes) {
+	perPod = map[string]tagBytes{}
+	for _, p := range proxyPods(tunnel) {
+		raw, err := clientset.CoreV1().Pods(testNS).ProxyGet("http", p.Name, "9090", "/v1/connections", nil).DoRaw(ctx)
+		ExpectWithOffset(1, err).NotTo(HaveOccurred(), "GET /v1/connections of %s", p.Name)
+		var body struct {
+			Tags map[string]tagBytes `json:"tags"`
+		}
+		ExpectWithOffset(1, json.Unmarshal(raw, &body)).To(Succeed(), string(raw))
+		tb := body.Tags[tag]
+		perPod[p.Name] = tb
+		total += tb.ToProducer + tb.ToConsumer
+	}
+	return total, perPod
+}
+
+// background runs a loadgen client in the consumer's pod until it finishes.
+type background struct {
+	done chan struct{}
+	res  loadgen.Result
+	err  error
+}
+
+func startLoadgen(pod, op string, args ...string) *background {
+	b := &background{done: make(chan struct{})}
+	go func() {
+		defer GinkgoRecover()
+		defer close(b.done)
+		b.res, b.err = loadgenRun(ctx, pod, op, args...)
+	}()
+	return b
+}
+
+func (b *background) wait() (loadgen.Result, error) {
+	select {
+	case <-b.done:
+	case <-time.After(3 * time.Minute):
+		return b.res, fmt.Errorf("loadgen did not finish in 3 minutes")
+	}
+	return b.res, b.err
+}
+
+// noCorruption: whatever a connection received matched what the producer sent (a connection
+// may end early with an error when its proxy goes away, but never with altered bytes).
+func noCorruption(res loadgen.Result) {
+	for _, c := range res.Connections {
+		ExpectWithOffset(1, c.Error).NotTo(ContainSubstring("differs"), "connection %+v", c)
+		ExpectWithOffset(1, c.Error).NotTo(ContainSubstring("altered"), "connection %+v", c)
+	}
+}
+
+var _ = Describe("A tunnel between a producer and a consumer", Ordered, func() {
+	var consumer string
+
+	BeforeAll(func() {
+		consumer = consumerPod()
+	})
+
+	It("brings both ends Ready, with their endpoint and scitag in kubectl get tunnels", func() {
+		start := time.Now()
+		applyTemplate("tunnels.yaml")
+		Eventually(func(g Gomega) {
+			for _, name := range []string{inbound, outbound} {
+				t := getTunnel(name)
+				c := condition(t, "Ready")
+				g.Expect(c).NotTo(BeNil(), "%s has no Ready condition", name)
+				g.Expect(c.Status).To(Equal(metav1.ConditionTrue), "%s: %s: %s (%s)", name, c.Reason, c.Message, t.Status.Message)
+				g.Expect(t.Status.ObservedGeneration).To(Equal(t.Generation))
+			}
+		}, 3*time.Minute, time.Second).Should(Succeed(), func() string { return describe("streamtunnels", "") })
+		record("tunnels applied to both ends Ready", time.Since(start))
+
+		rows := getTunnelsTable()
+		Expect(rows).To(HaveKey(inbound))
+		Expect(rows).To(HaveKey(outbound))
+		Expect(rows[inbound]).To(HaveKeyWithValue("ROLE", "Inbound"))
+		Expect(rows[outbound]).To(HaveKeyWithValue("ROLE", "Outbound"))
+		for name, ports := range map[string]string{inbound: "5100-5101", outbound: "7100-7101"} {
+			Expect(rows[name]).To(HaveKeyWithValue("READY", "True"))
+			Expect(rows[name]).To(HaveKeyWithValue("ENDPOINT", fmt.Sprintf("%s.%s.svc:%s", name, testNS, ports)))
+			Expect(rows[name]).To(HaveKeyWithValue("SCITAG", tag))
+		}
+		wide := getTunnelsTable("-o", "wide")
+		for _, name := range []string{inbound, outbound} {
+			Expect(wide[name]).To(HaveKeyWithValue("FLOWLABEL", scitag.FormatLabel(label)))
+		}
+		t := getTunnel(inbound)
+		Expect(condition(t, "FlowLabelApplied")).NotTo(BeNil())
+		Expect(condition(t, "FlowLabelApplied").Status).To(Equal(metav1.ConditionTrue), condition(t, "FlowLabelApplied").Message)
+	})
+
+	It("carries data both ways through the tunnel, every byte verified", func() {
+		for i := range 2 {
+			res, err := loadgenRun(ctx, consumer, "get", "--connect", consumerAddr(i), "--bytes", "64M", "--parallel", "2")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(res.Verified).To(BeTrue(), "producer to consumer through port %d: %+v", 7100+i, res)
+			Expect(res.Bytes).To(Equal(uint64(2 * 64 << 20)))
+			GinkgoWriter.Printf("get via %s: %d bytes, %.0f Mbit/s, verified\n", consumerAddr(i), res.Bytes, res.BitsPerSecond/1e6)
+		}
+		res, err := loadgenRun(ctx, consumer, "put", "--connect", consumerAddr(1), "--bytes", "32M")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(res.Verified).To(BeTrue(), "consumer to producer: %+v", res)
+		Expect(res.Connections[0].PeerSHA256).To(Equal(res.Connections[0].SHA256), "the producer's checksum")
+	})
+
+	It("shows live per-tag throughput within 15 s of traffic starting, within the error bound of the true bytes", func() {
+		// The analyzers' cumulative estimates and the proxies' exact counts before the run.
+		before := map[string]uint64{}
+		trueBefore := map[string]uint64{}
+		for _, name := range []string{inbound, outbound} {
+			if tt := tagThroughput(getTunnel(name)); tt != nil {
+				before[name] = uint64(tt.Bytes)
+			}
+			trueBefore[name], _ = trueTagBytes(name)
+		}
+
+		// 2 x 150 Mbit/s for 30 s: steady, and gentle on a two-core machine.
+		start := time.Now()
+		bg := startLoadgen(consumer, "get", "--connect", consumerAddr(0), "--duration", "30s", "--rate", "150M", "--parallel", "2")
+		seen := map[string]time.Duration{}
+		Eventually(func(g Gomega) {
+			rows := getTunnelsTable()
+			for _, name := range []string{inbound, outbound} {
+				if _, ok := seen[name]; ok {
+					continue
+				}
+				tt := tagThroughput(getTunnel(name))
+				g.Expect(tt).NotTo(BeNil(), "%s: no throughput for %s in status yet", name, tag)
+				g.Expect(tt.BitsPerSecond).To(BeNumerically(">", 0), "%s: %s at 0 bit/s", name, tag)
+				col := rows[name]["THROUGHPUT"]
+				g.Expect(col).NotTo(BeEmpty(), "%s: THROUGHPUT column empty", name)
+				g.Expect(col).To(MatchRegexp(`[1-9]`), "%s: THROUGHPUT column %q reads as zero", name, col)
+				seen[name] = time.Since(start)
+			}
+		}, 15*time.Second, time.Second).Should(Succeed(), "live throughput did not show within 15 s of traffic starting")
+		for name, d := range seen {
+			record("throughput of "+name+" visible after traffic start", d)
+		}
+
+		res, err := bg.wait()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(res.Verified).To(BeTrue(), "%+v", res)
+		GinkgoWriter.Printf("paced run: %d bytes in %.1f s (%.0f Mbit/s)\n", res.Bytes, res.Seconds, res.BitsPerSecond/1e6)
+
+		// With the traffic stopped, the cumulative estimate settles (next status update) and
+		// is compared with the proxies' exact payload counts for the same tag over the run.
+		//
+		// The estimate counts frames on the wire, the proxies payload: the difference is the
+		// protocol overhead, at most 72 bytes of IPv6+TCP (with timestamps) per segment of at
+		// least 1428 payload bytes at MTU 1500 (5.0%), 22 bytes of TLS 1.3 framing per 16 KiB
+		// record (0.2%) and pure ACKs (72 bytes per two segments, 2.5%): under 8%. So the
+		// estimate must lie within the analyzer's own 95% error bound of the true bytes, widened
+		// upwards by that overhead and no more.
+		const overhead = 0.08
+		for _, name := range []string{inbound, outbound} {
+			// Settled: the estimate unchanged over more than two status updates (5 s each).
+			var est, truth uint64
+			var errPct float64
+			last, changed := uint64(math.MaxUint64), time.Now()
+			Eventually(func(g Gomega) {
+				tt := tagThroughput(getTunnel(name))
+				g.Expect(tt).NotTo(BeNil())
+				if cur := uint64(tt.Bytes) - before[name]; cur != last {
+					last, changed = cur, time.Now()
+				}
+				est, errPct = last, float64(tt.ErrorPercent)
+				g.Expect(time.Since(changed)).To(BeNumerically(">", 11*time.Second), "%s: estimate still moving", name)
+			}, 60*time.Second, time.Second).Should(Succeed())
+			now, _ := trueTagBytes(name)
+			truth = now - trueBefore[name]
+			Expect(truth).To(BeNumerically(">=", res.Bytes), "%s: the proxies counted fewer payload bytes than the consumer received", name)
+			e := errPct / 100
+			lo, hi := float64(truth)*(1-e), float64(truth)*(1+e)*(1+overhead)
+			GinkgoWriter.Printf("%s: estimated %d bytes, true payload %d bytes (ratio %.3f), 95%% bound ±%.1f%%: allowed [%.0f, %.0f]\n",
+				name, est, truth, float64(est)/float64(truth), errPct, lo, hi)
+			Expect(float64(est)).To(BeNumerically(">=", lo), "%s: the sFlow estimate %d is below the true %d bytes by more than its %.1f%% bound", name, est, truth, errPct)
+			Expect(float64(est)).To(BeNumerically("<=", hi), "%s: the sFlow estimate %d exceeds the true %d bytes by more than its %.1f%% bound plus protocol overhead", name, est, truth, errPct)
+			Expect(math.IsNaN(float64(est))).To(BeFalse())
+		}
+	})
+
+	It("stamps the tag's flow label on the wire in both directions", func() {
+		iface := os.Getenv("E2E_CAPTURE_IFACE")
+		if iface == "" {
+			if _, err := os.Stat("/sys/class/net/localbr0"); err == nil {
+				iface = "localbr0" // the local cluster's bridge: every pod's traffic crosses the host here
+			}
+		}
+		if iface == "" {
+			msg := "no interface to capture the pod network on: set E2E_CAPTURE_IFACE (the local cluster's is localbr0)"
+			if os.Getenv("SCITUNNEL_REQUIRE_PRIVILEGED") == "1" {
+				Fail(msg)
+			}
+			Skip(msg)
+		}
+		tcpdump, err := exec.LookPath("tcpdump")
+		Expect(err).NotTo(HaveOccurred(), "apt-get install tcpdump")
+
+		cctx, stop := context.WithTimeout(ctx, 60*time.Second)
+		defer stop()
+		// IPv6 TCP between the Outbound and the Inbound end (the Inbound's listener ports).
+		cmd := exec.CommandContext(cctx, tcpdump, "-i", iface, "-nn", "-v", "-l", "-c", "3000",
+			"ip6 and tcp and portrange 5100-5101")
+		stdout, err := cmd.StdoutPipe()
+		Expect(err).NotTo(HaveOccurred())
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		Expect(cmd.Start()).To(Succeed())
+		var lines []string
+		var mu sync.Mutex
+		readDone := make(chan struct{})
+		go func() {
+			defer close(readDone)
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				mu.Lock()
+				lines = append(lines, sc.Text())
+				mu.Unlock()
+			}
+		}()
+		// tcpdump says "listening on" once its capture runs.
+		Eventually(func() string { return stderr.String() }, 10*time.Second, 100*time.Millisecond).Should(ContainSubstring("listening on"))
+		res, err := loadgenRun(ctx, consumer, "get", "--connect", consumerAddr(1), "--bytes", "16M")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(res.Verified).To(BeTrue())
+		res, err = loadgenRun(ctx, consumer, "put", "--connect", consumerAddr(0), "--bytes", "4M")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(res.Verified).To(BeTrue())
+		time.Sleep(time.Second)
+		stop()
+		_ = cmd.Wait()
+		<-readDone
+
+		// "IP6 (flowlabel 0x10040, hlim 64, next-header TCP (6) payload length: 40) SRC.PORT > DST.PORT: ..."
+		re := regexp.MustCompile(`IP6 \((?:flowlabel (0x[0-9a-f]+), )?[^)]*\) (\S+)\.(\d+) > (\S+)\.(\d+):`)
+		type dir struct{ labelled, wrong, unlabelled int }
+		var toInbound, fromInbound dir
+		var examples []string
+		mu.Lock()
+		defer mu.Unlock()
+		for _, l := range lines {
+			m := re.FindStringSubmatch(l)
+			if m == nil {
+				continue
+			}
+			d := &fromInbound
+			if p, _ := strconv.Atoi(m[5]); p == 5100 || p == 5101 {
+				d = &toInbound
+			}
+			switch {
+			case m[1] == "":
+				d.unlabelled++
+				examples = append(examples, l)
+			default:
+				v, _ := strconv.ParseUint(m[1], 0, 32)
+				if uint32(v)&scitag.Mask == label {
+					d.labelled++
+				} else {
+					d.wrong++
+					examples = append(examples, l)
+				}
+			}
+		}
+		GinkgoWriter.Printf("captured on %s: to the inbound end %+v, from it %+v\n", iface, toInbound, fromInbound)
+		Expect(toInbound.labelled).To(BeNumerically(">=", 10), "too few labelled packets towards the inbound end (capture: %d lines, tcpdump: %s)", len(lines), stderr.String())
+		Expect(fromInbound.labelled).To(BeNumerically(">=", 10), "too few labelled packets from the inbound end (reflection)")
+		Expect(toInbound.unlabelled+toInbound.wrong).To(BeZero(), "packets towards the inbound end without the tag's label:\n%s", strings.Join(first(examples, 5), "\n"))
+		Expect(fromInbound.unlabelled+fromInbound.wrong).To(BeZero(), "packets from the inbound end without the tag's label:\n%s", strings.Join(first(examples, 5), "\n"))
+	})
+
+	It("refuses a bad StreamTunnel with a clear message", func() {
+		for _, c := range []struct{ spec, want string }{
+			{"role: Inbound\n  protocol: TLS", "spec.inbound is required when role is Inbound"},
+			{"role: Outbound\n  outbound:\n    tunnelRef: {name: x}\n    endpoint: {address: a.example.org, ports: [1]}",
+				"set only one of spec.outbound.tunnelRef or spec.outbound.endpoint"},
+			{"role: Inbound\n  inbound:\n    producers: [\"p:1\"]\n    listenPorts: [5000]\n  protocol: QUIC", "Unsupported value: \"QUIC\""},
+		} {
+			manifest := fmt.Sprintf("apiVersion: scitunnel.io/v1alpha1\nkind: StreamTunnel\nmetadata:\n  name: bad\n  namespace: %s\nspec:\n  %s\n", testNS, c.spec)
+			out, err := kubectlIn([]byte(manifest), "apply", "-f", "-")
+			Expect(err).To(HaveOccurred(), "accepted:\n%s\n%s", manifest, out)
+			Expect(err.Error()).To(ContainSubstring(c.want))
+			GinkgoWriter.Printf("refused: %s\n", lastLine(err.Error()))
+		}
+		// Accepted by the API but impossible: an Outbound end naming a missing Inbound says so
+		// in its status instead of pretending.
+		manifest := fmt.Sprintf("apiVersion: scitunnel.io/v1alpha1\nkind: StreamTunnel\nmetadata:\n  name: orphan\n  namespace: %s\nspec:\n  role: Outbound\n  outbound:\n    tunnelRef: {name: no-such-inbound}\n", testNS)
+		out, err := kubectlIn([]byte(manifest), "apply", "-f", "-")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Eventually(func(g Gomega) {
+			t := getTunnel("orphan")
+			c := condition(t, "Ready")
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(t.Status.Message + c.Message).To(ContainSubstring("no-such-inbound"))
+		}, 30*time.Second, time.Second).Should(Succeed())
+		out, err = kubectl("-n", testNS, "delete", "streamtunnel", "orphan", "--wait=true", "--timeout=60s")
+		Expect(err).NotTo(HaveOccurred(), out)
+	})
+
+	for _, victim := range []string{inbound, outbound} {
+		It("serves new connections within 10 s after the "+victim+" proxy pod is deleted mid-stream", func() {
+			pods := proxyPods(victim)
+			Expect(pods).To(HaveLen(1))
+			bg := startLoadgen(consumer, "get", "--connect", consumerAddr(0), "--duration", "20s", "--rate", "50M")
+			time.Sleep(3 * time.Second)
+
+			deleted := time.Now()
+			out, err := kubectl("-n", testNS, "delete", "pod", pods[0].Name, "--wait=false")
+			Expect(err).NotTo(HaveOccurred(), out)
+			var attempts int
+			Eventually(func(g Gomega) {
+				attempts++
+				actx, cancel := context.WithTimeout(ctx, 4*time.Second)
+				defer cancel()
+				res, err := loadgenRun(actx, consumer, "get", "--connect", consumerAddr(1), "--bytes", "1M")
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(res.Verified).To(BeTrue(), "%+v", res.Connections)
+			}, 10*time.Second, 250*time.Millisecond).Should(Succeed(),
+				"no new connection through the tunnel within 10 s of deleting %s", pods[0].Name)
+			record("new connections flow after deleting the "+victim+" pod", time.Since(deleted))
+			GinkgoWriter.Printf("%d attempts\n", attempts)
+
+			res, _ := bg.wait()
+			noCorruption(res)
+			GinkgoWriter.Printf("the stream across the deletion: %d bytes, %+v\n", res.Bytes, res.Connections)
+			// The tunnel heals: Ready again with a new pod.
+			Eventually(func(g Gomega) {
+				c := condition(getTunnel(victim), "Ready")
+				g.Expect(c).NotTo(BeNil())
+				g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
+			}, 60*time.Second, time.Second).Should(Succeed())
+		})
+	}
+
+	It("removes every child when the tunnels are deleted", func() {
+		uids := map[types.UID]bool{}
+		for _, name := range []string{inbound, outbound} {
+			uids[getTunnel(name).UID] = true
+		}
+		before := children(uids)
+		Expect(before).NotTo(BeEmpty())
+		GinkgoWriter.Printf("children before: %v\n", before)
+		start := time.Now()
+		out, err := kubectl("-n", testNS, "delete", "streamtunnels", inbound, outbound, "--wait=true", "--timeout=120s")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Eventually(func() []string { return children(uids) }, 90*time.Second, time.Second).Should(BeEmpty())
+		record("tunnels deleted, every child gone", time.Since(start))
+	})
+})
+
+// children lists what belongs to the given tunnels in the test namespace: objects labelled
+// with a tunnel, owned by one, or owned by such an object (ReplicaSets, EndpointSlices).
+func children(tunnels map[types.UID]bool) []string {
+	var found []string
+	owned := func(kind string, m metav1.Object) {
+		_, labelled := m.GetLabels()["scitunnel.io/tunnel"]
+		for _, o := range m.GetOwnerReferences() {
+			if tunnels[o.UID] {
+				labelled = true
+			}
+		}
+		if labelled {
+			found = append(found, kind+"/"+m.GetName())
+		}
+	}
+	var deps appsv1.DeploymentList
+	var rss appsv1.ReplicaSetList
+	var pods corev1.PodList
+	var svcs corev1.ServiceList
+	var cms corev1.ConfigMapList
+	var secrets corev1.SecretList
+	var slices discoveryv1.EndpointSliceList
+	in := client.InNamespace(testNS)
+	Expect(k8s.List(ctx, &deps, in)).To(Succeed())
+	Expect(k8s.List(ctx, &rss, in)).To(Succeed())
+	Expect(k8s.List(ctx, &pods, in)).To(Succeed())
+	Expect(k8s.List(ctx, &svcs, in)).To(Succeed())
+	Expect(k8s.List(ctx, &cms, in)).To(Succeed())
+	Expect(k8s.List(ctx, &secrets, in)).To(Succeed())
+	Expect(k8s.List(ctx, &slices, in)).To(Succeed())
+	for i := range deps.Items {
+		owned("Deployment", &deps.Items[i])
+	}
+	for i := range rss.Items {
+		owned("ReplicaSet", &rss.Items[i])
+	}
+	for i := range pods.Items {
+		owned("Pod", &pods.Items[i])
+	}
+	for i := range svcs.Items {
+		owned("Service", &svcs.Items[i])
+	}
+	for i := range cms.Items {
+		owned("ConfigMap", &cms.Items[i])
+	}
+	for i := range secrets.Items {
+		owned("Secret", &secrets.Items[i])
+	}
+	for i := range slices.Items {
+		s := &slices.Items[i]
+		if svc := s.Labels["kubernetes.io/service-name"]; svc == inbound || svc == outbound {
+			found = append(found, "EndpointSlice/"+s.Name)
+		}
+	}
+	return found
+}
+
+func first(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndex(s, "\n"); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
