@@ -288,6 +288,23 @@ test-go: $(HELM) $(KUSTOMIZE)
 .PHONY: test-helm
 test-helm: $(HELM) $(KUSTOMIZE) envtest-binaries ## Chart tests: helm lint, template per values file, schema refusals, drift from config/, helm install into envtest.
 	go test ./test/helm/ -count=1 -v
+
+# The e2e suite and the demo use the pinned kubectl and helm.
+RELEASE_TOOLS_ENV = MAKE="$(MAKE)" HELM=$(HELM) KUBECTL=$(K8S_BIN_DIR)/kubectl
+
+.PHONY: test-e2e
+test-e2e: $(HELM) cluster-binaries cluster-images ## End-to-end suite on the local cluster (or $KUBECONFIG's): helm install, data, throughput, flow labels, recovery, cleanup.
+	go vet -tags e2e ./test/e2e/
+	@$(RELEASE_TOOLS_ENV) test/e2e/run.sh
+TEST_PHASES_E2E += test-e2e
+
+.PHONY: demo
+demo: $(HELM) cluster-binaries cluster-images ## Local cluster, operator, samples, iperf3 through the tunnel, live `kubectl get tunnels` (uses $KUBECONFIG if set).
+	@$(RELEASE_TOOLS_ENV) hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Remove everything `make demo` made (and the local cluster, if the demo started it).
+	@$(RELEASE_TOOLS_ENV) hack/demo.sh down
 # ---- end release ----
 
 # ---- begin dataplane ----
