@@ -419,8 +419,10 @@ func TestReloadRetargetsNewConnections(t *testing.T) {
 	if err := p.Reload(&next); err != nil {
 		t.Fatal(err)
 	}
-	if got := dialRead(t, hostPort("::1", port)); got.got != "b" {
-		t.Fatalf("after reload: %q", got.got)
+	second := dialRead(t, hostPort("::1", port))
+	second.c.Close()
+	if second.got != "b" {
+		t.Fatalf("after reload: %q", second.got)
 	}
 	if _, err := first.c.Write([]byte("still here")); err != nil {
 		t.Fatalf("the open connection broke on reload: %v", err)

@@ -7,14 +7,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/scitunnel/scitunnel/dataplane/splice"
 )
 
 // relayBuffer is the copy buffer for paths that cannot splice (TLS on either side). Large
 // buffers let one Write carry many TLS records, which is where the per-syscall cost goes.
 const relayBuffer = 512 << 10
-
-// spliceChunk bounds one splice(2) round so byte counters move while a long stream runs.
-const spliceChunk = 16 << 20
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, relayBuffer); return &b }}
 
@@ -88,7 +87,10 @@ func relay(accepted, dialed net.Conn, toProducer, toConsumer *byteCounter, idle 
 func pipe(dst, src net.Conn, cnt *byteCounter, touch func()) error {
 	if d, ok := dst.(*net.TCPConn); ok {
 		if s, ok := src.(*net.TCPConn); ok {
-			return splicePipe(d, s, cnt, touch)
+			if err := splice.Copy(d, s, func(n int64) { cnt.add(n); touch() }); !errors.Is(err, splice.ErrUnsupported) {
+				return err
+			}
+			// The kernel cannot splice these sockets: copy through user space below.
 		}
 	}
 	bp := bufPool.Get().(*[]byte)
@@ -108,24 +110,6 @@ func pipe(dst, src net.Conn, cnt *byteCounter, touch func()) error {
 				return nil
 			}
 			return err
-		}
-	}
-}
-
-// splicePipe moves bytes kernel to kernel: (*net.TCPConn).ReadFrom splices from a TCP source
-// (also through an io.LimitedReader), so plain TCP tunnels never copy payload into user space.
-func splicePipe(dst, src *net.TCPConn, cnt *byteCounter, touch func()) error {
-	for {
-		n, err := dst.ReadFrom(io.LimitReader(src, spliceChunk))
-		cnt.add(n)
-		if n > 0 {
-			touch()
-		}
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return nil // EOF
 		}
 	}
 }

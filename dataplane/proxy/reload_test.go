@@ -1,0 +1,136 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/scitunnel/scitunnel/dataplane/config"
+	"github.com/scitunnel/scitunnel/dataplane/pki"
+	"github.com/scitunnel/scitunnel/dataplane/tlsfiles"
+)
+
+// secretMount lays out files as the kubelet mounts a Secret: the data lives in a timestamped
+// directory, "..data" points at it, and each key is a symlink through "..data". An update
+// writes a new directory and renames a new "..data" over the old one, atomically.
+type secretMount struct {
+	dir     string
+	version int
+}
+
+func newSecretMount(t *testing.T, files map[string][]byte) *secretMount {
+	t.Helper()
+	m := &secretMount{dir: t.TempDir()}
+	m.update(t, files)
+	for name := range files {
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(m.dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m
+}
+
+func (m *secretMount) update(t *testing.T, files map[string][]byte) {
+	t.Helper()
+	m.version++
+	data := filepath.Join(m.dir, "..v"+time.Now().Format("150405.000000000"))
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(data, name), content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tmp := filepath.Join(m.dir, "..data_tmp")
+	if err := os.Symlink(filepath.Base(data), tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(m.dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (m *secretMount) path(name string) string { return filepath.Join(m.dir, name) }
+
+// The Inbound end picks up a renewed certificate and an extended CA bundle from a Secret
+// mount on its own (no call into the proxy), while a connection stays open across the update:
+// new handshakes present the new certificate, and clients of the new CA get in.
+func TestCertificatesReloadFromSecretMountWithConnectionOpen(t *testing.T) {
+	defer func(old time.Duration) { certReloadInterval = old }(certReloadInterval)
+	certReloadInterval = 50 * time.Millisecond
+
+	prod := startProducer(t, echo)
+	var mount *secretMount
+	pr := startPair(t, pairOptions{producers: []string{prod.addr}, allowed: []string{clientIdentity}, tweakIn: func(c *config.Config) {
+		server, err := os.ReadFile(c.TLS.CertFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, _ := os.ReadFile(c.TLS.KeyFile)
+		ca, _ := os.ReadFile(c.TLS.CAFile)
+		mount = newSecretMount(t, map[string][]byte{"tls.crt": server, "tls.key": key, "ca.crt": ca})
+		c.TLS.CertFile, c.TLS.KeyFile, c.TLS.CAFile = mount.path("tls.crt"), mount.path("tls.key"), mount.path("ca.crt")
+	}})
+	c := dialEcho(t, pr.entries[0])
+	c.roundTrip(t, "before")
+
+	newCA, err := pki.NewCA("next-ca", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	newClient, _ := newCA.Issue(pki.LeafRequest{CommonName: "next", URIs: []string{clientIdentity}, Lifetime: time.Hour}, time.Now())
+	inAddr := hostPort("::1", pr.inPorts[0])
+	before := counterValue(t, pr.in, "scitunnel_proxy_tls_handshake_failures_total", map[string]string{"reason": tlsfiles.FailUnknownCA})
+	if err := tryClient(inAddr, newClient); err == nil {
+		t.Fatal("a client of a CA not yet trusted got in")
+	}
+	eventually(t, "the refusal to be counted", 2*time.Second, func() bool {
+		return counterValue(t, pr.in, "scitunnel_proxy_tls_handshake_failures_total", map[string]string{"reason": tlsfiles.FailUnknownCA}) == before+1
+	})
+
+	renewed, _ := pr.pki.ca.Issue(pki.LeafRequest{CommonName: "inbound-renewed", DNSNames: []string{"localhost"}, Server: true, Lifetime: 2 * time.Hour}, time.Now())
+	bundle := append(append([]byte{}, pr.pki.ca.CertPEM...), newCA.CertPEM...)
+	mount.update(t, map[string][]byte{"tls.crt": renewed.CertPEM, "tls.key": renewed.KeyPEM, "ca.crt": bundle})
+
+	eventually(t, "new handshakes to present the renewed certificate", 5*time.Second, func() bool {
+		return serverSerial(t, pr) == renewed.Cert.SerialNumber.String()
+	})
+	c.roundTrip(t, "after") // the open connection was not dropped
+	if err := tryClient(inAddr, newClient); err != nil {
+		t.Fatalf("a client of the newly trusted CA was refused: %v", err)
+	}
+	// And the tunnel itself (the Outbound end's old-CA client certificate) still works.
+	c2 := dialEcho(t, pr.entries[0])
+	c2.roundTrip(t, "new connection")
+	if st := pr.in.Status(); st.CertificateNotAfter == nil || !st.CertificateNotAfter.Equal(renewed.Cert.NotAfter) {
+		t.Fatalf("status reports certificate expiry %v, want the renewed %v", st.CertificateNotAfter, renewed.Cert.NotAfter)
+	}
+}
+
+type echoConn struct{ net.Conn }
+
+func dialEcho(t *testing.T, addr string) echoConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return echoConn{c}
+}
+
+func (c echoConn) roundTrip(t *testing.T, msg string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+		t.Fatalf("echo %q: got %q, %v", msg, buf, err)
+	}
+}
