@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -562,4 +563,53 @@ func renderNotes(t *testing.T) string {
 	}
 	text, _, _ := unstructured.NestedString(objs[0].Object, "data", "notes")
 	return text
+}
+
+// TestDashboardMetricsExist: every metric the Grafana dashboard queries is one the data plane
+// exports (its name appears as a string in dataplane/), so a renamed metric cannot leave a
+// silently empty panel.
+func TestDashboardMetricsExist(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(chartDir(), "files", "dashboards", "scitunnel.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	var source strings.Builder
+	err = filepath.WalkDir(filepath.Join(repoRoot(), "dataplane"), func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		source.Write(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Metric names: identifiers followed by a label matcher or a closing parenthesis.
+	metric := regexp.MustCompile(`\b(scit[a-z_]+)\s*[{)\[]`)
+	seen := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, m := range metric.FindAllStringSubmatch(tg.Expr, -1) {
+				seen++
+				if !strings.Contains(source.String(), `"`+m[1]+`"`) {
+					t.Errorf("panel %q queries %s, which nothing in dataplane/ exports", p.Title, m[1])
+				}
+			}
+		}
+	}
+	if seen < 5 {
+		t.Fatalf("found only %d metric references in the dashboard", seen)
+	}
 }
