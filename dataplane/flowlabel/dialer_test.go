@@ -2,11 +2,18 @@ package flowlabel
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/scitunnel/scitunnel/dataplane/scitag"
 	"github.com/scitunnel/scitunnel/test/wire"
@@ -177,5 +184,63 @@ func TestDialerErrors(t *testing.T) {
 	cancel()
 	if _, err := d.DialContext(ctx, "tcp", "[::1]:9"); err == nil {
 		t.Fatal("dial with a cancelled context succeeded")
+	}
+}
+
+// A label the kernel refuses (bit 19 set while net.ipv6.flowlabel_state_ranges=1 reserves it:
+// ERANGE) does not stop the connection: it is made unmarked and the status says why.
+func TestDialerRefusedLabelFallsBack(t *testing.T) {
+	wire.RequirePrivileged(t)
+	ns := fmt.Sprintf("fl%d", os.Getpid())
+	for _, args := range [][]string{
+		{"ip", "netns", "add", ns},
+		{"ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"},
+		{"ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.flowlabel_state_ranges=1"},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	defer exec.Command("ip", "netns", "delete", ns).Run()
+
+	// Sockets belong to the namespace of the thread that creates them.
+	runtime.LockOSThread()
+	self, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer self.Close()
+	target, err := os.Open("/var/run/netns/" + ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		// Unlock only a thread back in its own namespace; a locked thread whose goroutine
+		// ends is discarded by the runtime.
+		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+	}()
+
+	ln, got := sink(t)
+	base, _ := scitag.Label(2, 16)
+	d := &Dialer{Label: func() uint32 { return base | scitag.Bit19 }, Timeout: 5 * time.Second}
+	c, st, err := d.Dial(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("the connection was not made: %v", err)
+	}
+	send(t, c, 1<<20)
+	if n := <-got; n != 1<<20 {
+		t.Fatalf("sink read %d bytes", n)
+	}
+	if st.Marked || st.Reason != ReasonLabelOutOfRange || !strings.Contains(st.Message, "unmarked") {
+		t.Fatalf("status %+v, want unmarked with reason %s", st, ReasonLabelOutOfRange)
+	}
+	if last := d.LastStatus(); last == nil || last.Reason != ReasonLabelOutOfRange {
+		t.Fatalf("LastStatus %+v", last)
 	}
 }
