@@ -57,8 +57,10 @@ func runHelperProxy(path string) int {
 	}
 	// The admin package's handler cannot be imported here (it imports this package), and
 	// the test needs only the status.
-	status := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _ = json.NewEncoder(w).Encode(p.Status()) })
-	go func() { _ = http.Serve(admin, status) }()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/status", func(w http.ResponseWriter, _ *http.Request) { _ = json.NewEncoder(w).Encode(p.Status()) })
+	mux.HandleFunc("/v1/connections", func(w http.ResponseWriter, _ *http.Request) { _ = json.NewEncoder(w).Encode(p.Connections()) })
+	go func() { _ = http.Serve(admin, mux) }()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	fmt.Println("ready")
@@ -191,17 +193,27 @@ func TestFlowLabelOnTheWire(t *testing.T) {
 				consumerSide.startProxyIn(t, out)
 			}
 
-			var capture *wire.Capture
+			var capture, local *wire.Capture
 			producerSide.do(t, func() {
 				var err error
 				if capture, err = wire.Start(id + "a"); err != nil {
 					t.Fatal(err)
 				}
+				// The Inbound end's own dial to the producer, on the producer side's loopback.
+				if local, err = wire.Start("lo"); err != nil {
+					t.Fatal(err)
+				}
 			})
-			for _, tun := range []wireTunnel{tagged, untagged} {
+			for _, tun := range []*wireTunnel{&tagged, &untagged} {
 				consumerSide.do(t, func() { bothWays(t, hostPort("::1", tun.outPort), prod, results, n) })
+				tun.dialedFrom = map[netip.AddrPort]bool{}
+				for _, c := range producerSide.connections(t, tun.admin).RecentEnded {
+					tun.dialedFrom[netip.MustParseAddrPort(c.DialedLocal)] = true
+				}
 			}
 			packets := capture.Stop()
+			localPackets := local.Stop()
+			prodPort := netip.MustParseAddrPort(prod.addr).Port()
 
 			for _, tun := range []wireTunnel{tagged, untagged} {
 				var toIn, toOut, taggedIn, taggedOut int
@@ -222,7 +234,27 @@ func TestFlowLabelOnTheWire(t *testing.T) {
 						}
 					}
 				}
-				t.Logf("port %d: %d/%d data segments to the inbound end tagged, %d/%d back", tun.inPort, taggedIn, toIn, taggedOut, toOut)
+				// Which producer connection is this tunnel's: the inbound end reports it.
+				var toProducer, taggedToProducer int
+				for _, p := range localPackets {
+					if p.Dst.Port() == prodPort && p.PayloadLen > 0 && tun.dialedFrom[p.Src] {
+						toProducer++
+						if p.FlowLabel&scitag.Mask == want {
+							taggedToProducer++
+						}
+					}
+				}
+				t.Logf("port %d: %d/%d data segments to the inbound end tagged, %d/%d back, %d/%d to the producer",
+					tun.inPort, taggedIn, toIn, taggedOut, toOut, taggedToProducer, toProducer)
+				if toProducer == 0 {
+					t.Fatalf("port %d: captured no data segments toward the producer", tun.inPort)
+				}
+				if tun.tag != nil && taggedToProducer != toProducer {
+					t.Errorf("toward the producer %d of %d data segments carry %s", taggedToProducer, toProducer, scitag.FormatLabel(want))
+				}
+				if tun.tag == nil && taggedToProducer != 0 {
+					t.Errorf("untagged tunnel: %d data segments toward the producer carry the tag", taggedToProducer)
+				}
 				if toIn == 0 || toOut == 0 {
 					t.Fatalf("port %d: captured %d data segments toward the inbound end and %d back; want both", tun.inPort, toIn, toOut)
 				}
@@ -256,6 +288,7 @@ func TestFlowLabelOnTheWire(t *testing.T) {
 type wireTunnel struct {
 	inPort, outPort, admin int
 	tag                    *config.Scitag
+	dialedFrom             map[netip.AddrPort]bool // the inbound end's connections to the producer
 }
 
 // vethPair makes two namespaces joined by a veth pair, the producer's side at fd00:5c17::1 and
@@ -273,9 +306,24 @@ func vethPair(t *testing.T, id string) (producerSide, consumerSide netns, inAddr
 	return producerSide, consumerSide, netip.MustParseAddr("fd00:5c17::1")
 }
 
-// status reads /v1/status from a proxy's admin port inside n: the connection is made on a
-// thread in n, then HTTP runs over it from anywhere.
+// status reads /v1/status from a proxy's admin port inside n.
 func (n netns) status(t *testing.T, port int) report.ProxyStatus {
+	t.Helper()
+	var st report.ProxyStatus
+	n.getJSON(t, port, report.StatusPath, &st)
+	return st
+}
+
+// connections reads /v1/connections from a proxy's admin port inside n.
+func (n netns) connections(t *testing.T, port int) Connections {
+	t.Helper()
+	var c Connections
+	n.getJSON(t, port, "/v1/connections", &c)
+	return c
+}
+
+// getJSON makes the connection on a thread in n, then runs HTTP over it from anywhere.
+func (n netns) getJSON(t *testing.T, port int, path string, v any) {
 	t.Helper()
 	var conn net.Conn
 	n.do(t, func() {
@@ -287,14 +335,12 @@ func (n netns) status(t *testing.T, port int) report.ProxyStatus {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil },
 	}}
-	resp, err := client.Get("http://admin" + report.StatusPath)
+	resp, err := client.Get("http://admin" + path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var st report.ProxyStatus
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatal(err)
 	}
-	return st
 }
