@@ -134,3 +134,39 @@ func (c echoConn) roundTrip(t *testing.T, msg string) {
 		t.Fatalf("echo %q: got %q, %v", msg, buf, err)
 	}
 }
+
+// The Outbound end presents whatever client certificate its mount holds now: after a swap to a
+// certificate whose identity is not on the Inbound end's allow-list, new connections are
+// refused (and counted as such by the Inbound end) while the open one carries on.
+func TestOutboundPresentsTheReloadedClientCertificate(t *testing.T) {
+	defer func(old time.Duration) { certReloadInterval = old }(certReloadInterval)
+	certReloadInterval = 50 * time.Millisecond
+
+	prod := startProducer(t, echo)
+	var mount *secretMount
+	pr := startPair(t, pairOptions{producers: []string{prod.addr}, allowed: []string{clientIdentity}, tweakOut: func(c *config.Config) {
+		cert, _ := os.ReadFile(c.TLS.CertFile)
+		key, _ := os.ReadFile(c.TLS.KeyFile)
+		ca, _ := os.ReadFile(c.TLS.CAFile)
+		mount = newSecretMount(t, map[string][]byte{"tls.crt": cert, "tls.key": key, "ca.crt": ca})
+		c.TLS.CertFile, c.TLS.KeyFile, c.TLS.CAFile = mount.path("tls.crt"), mount.path("tls.key"), mount.path("ca.crt")
+	}})
+	open := dialEcho(t, pr.entries[0])
+	open.roundTrip(t, "before")
+
+	stranger, _ := pr.pki.ca.Issue(pki.LeafRequest{CommonName: "stranger", URIs: []string{"spiffe://test.local/stranger"}, Lifetime: time.Hour}, time.Now())
+	mount.update(t, map[string][]byte{"tls.crt": stranger.CertPEM, "tls.key": stranger.KeyPEM, "ca.crt": pr.pki.ca.CertPEM})
+	eventually(t, "a new connection to be refused for its new identity", 5*time.Second, func() bool {
+		c, err := net.Dial("tcp", pr.entries[0])
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		c.Write([]byte("x"))
+		_, err = c.Read(make([]byte, 1))
+		return err != nil && counterValue(t, pr.in, "scitunnel_proxy_tls_handshake_failures_total",
+			map[string]string{"reason": tlsfiles.FailNotAllowed}) >= 1
+	})
+	open.roundTrip(t, "after") // established before the swap: unaffected
+}

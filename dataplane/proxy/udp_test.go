@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -223,5 +224,44 @@ func TestUDPOversizeDatagramsAreDroppedAndCounted(t *testing.T) {
 				t.Fatalf("inbound end carried %d bytes to the producer, want %d", got, limit+100)
 			}
 		})
+	}
+}
+
+// With toPeer, fireflies also go to port 10514 of the flow's peer, as flowd does.
+func TestFirefliesToPeer(t *testing.T) {
+	peer, err := net.ListenPacket("udp", hostPort("::1", firefly.Port))
+	if err != nil {
+		if os.Getenv("SCITUNNEL_REQUIRE_PRIVILEGED") == "1" {
+			t.Fatalf("UDP port %d on ::1 is taken: %v", firefly.Port, err)
+		}
+		t.Skipf("UDP port %d on ::1 is taken: %v", firefly.Port, err)
+	}
+	defer peer.Close()
+	prod := startProducer(t, echo)
+	tag := &config.Scitag{ExperimentID: 5, ActivityID: 12}
+	pr := startPair(t, pairOptions{producers: []string{prod.addr}, tag: tag, tweakIn: func(c *config.Config) {
+		c.Fireflies = &config.Fireflies{Enabled: true, ToPeer: true}
+	}})
+	c, err := net.Dial("tcp", pr.entries[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("hi"))
+	c.Read(make([]byte, 2))
+	c.Close()
+	buf := make([]byte, 4096)
+	peer.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, _, err := peer.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("the peer received no firefly: %v", err)
+	}
+	_, body, _ := strings.Cut(string(buf[:n]), " firefly-json - ")
+	var m firefly.Message
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		t.Fatal(err)
+	}
+	// The inbound end's flow is its connection to the producer, the peer that got the firefly.
+	if m.Context.ExperimentID != 5 || m.Context.ActivityID != 12 || m.FlowID.DstPort != uint16(netip.MustParseAddrPort(prod.addr).Port()) {
+		t.Fatalf("firefly %+v", m)
 	}
 }
