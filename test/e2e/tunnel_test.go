@@ -352,15 +352,20 @@ var _ = Describe("A tunnel between a producer and a consumer", Ordered, func() {
 		<-readDone
 
 		// "IP6 (flowlabel 0x10040, hlim 64, next-header TCP (6) payload length: 40) SRC.PORT > DST.PORT: ..."
-		re := regexp.MustCompile(`IP6 \((?:flowlabel (0x[0-9a-f]+), )?[^)]*\) (\S+)\.(\d+) > (\S+)\.(\d+):`)
+		re := regexp.MustCompile(`IP6 \((?:flowlabel (0x[0-9a-f]+), )?.*?payload length: \d+\) (\S+)\.(\d+) > (\S+)\.(\d+):`)
 		type dir struct{ labelled, wrong, unlabelled int }
 		var toInbound, fromInbound dir
 		var examples []string
 		mu.Lock()
 		defer mu.Unlock()
+		unparsed := 0
 		for _, l := range lines {
 			m := re.FindStringSubmatch(l)
 			if m == nil {
+				if strings.Contains(l, " IP6 ") {
+					unparsed++ // a packet line this test cannot read must not pass unnoticed
+					examples = append(examples, l)
+				}
 				continue
 			}
 			d := &fromInbound
@@ -382,6 +387,7 @@ var _ = Describe("A tunnel between a producer and a consumer", Ordered, func() {
 			}
 		}
 		GinkgoWriter.Printf("captured on %s: to the inbound end %+v, from it %+v\n", iface, toInbound, fromInbound)
+		Expect(unparsed).To(BeZero(), "tcpdump lines the test could not parse:\n%s", strings.Join(first(examples, 5), "\n"))
 		Expect(toInbound.labelled).To(BeNumerically(">=", 10), "too few labelled packets towards the inbound end (capture: %d lines, tcpdump: %s)", len(lines), stderr.String())
 		Expect(fromInbound.labelled).To(BeNumerically(">=", 10), "too few labelled packets from the inbound end (reflection)")
 		Expect(toInbound.unlabelled+toInbound.wrong).To(BeZero(), "packets towards the inbound end without the tag's label:\n%s", strings.Join(first(examples, 5), "\n"))
