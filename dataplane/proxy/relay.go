@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -96,10 +97,20 @@ func pipe(dst, src net.Conn, cnt *byteCounter, touch func()) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
+	read := src.Read
+	if ts, ok := src.(*tls.Conn); ok {
+		read = func(b []byte) (int, error) { return readBatch(ts, b) }
+	}
+	write := func(b []byte) error { _, err := dst.Write(b); return err }
+	if td, ok := dst.(*tls.Conn); ok {
+		if bc, ok := td.NetConn().(*batchConn); ok {
+			write = func(b []byte) error { return writeBatched(td, bc, b) }
+		}
+	}
 	for {
-		n, err := src.Read(buf)
+		n, err := read(buf)
 		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			if werr := write(buf[:n]); werr != nil {
 				return werr
 			}
 			cnt.add(int64(n))

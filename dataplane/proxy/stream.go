@@ -58,7 +58,7 @@ func (p *Proxy) acceptTLS(ctx context.Context, cfg *config.Config, c net.Conn) (
 	p.mu.Lock()
 	serverTLS := p.serverTLS
 	p.mu.Unlock()
-	tc := tls.Server(c, serverTLS)
+	tc := tls.Server(&batchConn{Conn: c}, serverTLS)
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
@@ -88,7 +88,7 @@ func (p *Proxy) dialTarget(ctx context.Context, cfg *config.Config, target strin
 	if serverName == "" {
 		serverName, _, _ = net.SplitHostPort(target)
 	}
-	tc := tls.Client(raw, p.tls.ClientConfig(serverName))
+	tc := tls.Client(&batchConn{Conn: raw}, p.tls.ClientConfig(serverName))
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
