@@ -44,16 +44,23 @@ const maxVLANTags = 4
 // header protocol (HeaderEthernet with any VLAN tags, HeaderIPv4, HeaderIPv6). ok is false when
 // the header is not IP or too short to hold the IP addresses.
 func ParsePacket(protocol uint32, h []byte) (p Packet, ok bool) {
+	ok = p.Parse(protocol, h)
+	return p, ok
+}
+
+// Parse is ParsePacket into p, for hot loops (no copies of the result).
+func (p *Packet) Parse(protocol uint32, h []byte) bool {
+	*p = Packet{}
 	switch protocol {
 	case HeaderEthernet:
 		if len(h) < 14 {
-			return p, false
+			return false
 		}
 		typ := uint16(h[12])<<8 | uint16(h[13])
 		h = h[14:]
 		for i := 0; i < maxVLANTags && (typ == etherTypeVLAN || typ == etherTypeQinQ || typ == etherTypeQinQv1); i++ {
 			if len(h) < 4 {
-				return p, false
+				return false
 			}
 			p.VLAN = (uint16(h[0])<<8 | uint16(h[1])) & 0x0FFF
 			typ = uint16(h[2])<<8 | uint16(h[3])
@@ -61,22 +68,22 @@ func ParsePacket(protocol uint32, h []byte) (p Packet, ok bool) {
 		}
 		switch typ {
 		case etherTypeIPv4:
-			return parseIPv4(p, h)
+			return p.ipv4(h)
 		case etherTypeIPv6:
-			return parseIPv6(p, h)
+			return p.ipv6(h)
 		}
-		return p, false
+		return false
 	case HeaderIPv4:
-		return parseIPv4(p, h)
+		return p.ipv4(h)
 	case HeaderIPv6:
-		return parseIPv6(p, h)
+		return p.ipv6(h)
 	}
-	return p, false
+	return false
 }
 
-func parseIPv4(p Packet, h []byte) (Packet, bool) {
+func (p *Packet) ipv4(h []byte) bool {
 	if len(h) < 20 || h[0]>>4 != 4 {
-		return p, false
+		return false
 	}
 	ihl := int(h[0]&0x0F) * 4
 	p.Src = netip.AddrFrom4([4]byte(h[12:16]))
@@ -84,14 +91,14 @@ func parseIPv4(p Packet, h []byte) (Packet, bool) {
 	p.Protocol = h[9]
 	fragOffset := (uint16(h[6])<<8 | uint16(h[7])) & 0x1FFF
 	if ihl >= 20 && fragOffset == 0 && len(h) >= ihl {
-		p = ports(p, h[ihl:])
+		p.ports(h[ihl:])
 	}
-	return p, true
+	return true
 }
 
-func parseIPv6(p Packet, h []byte) (Packet, bool) {
+func (p *Packet) ipv6(h []byte) bool {
 	if len(h) < 40 || h[0]>>4 != 6 {
-		return p, false
+		return false
 	}
 	p.IPv6 = true
 	p.FlowLabel = (uint32(h[1])&0x0F)<<16 | uint32(h[2])<<8 | uint32(h[3])
@@ -106,35 +113,36 @@ func parseIPv6(p Packet, h []byte) (Packet, bool) {
 		case protoHopByHop, protoRouting, protoDestOpts:
 			if len(h) < 8 {
 				p.Protocol = next
-				return p, true
+				return true
 			}
 			n := (int(h[1]) + 1) * 8
 			if len(h) < n {
 				p.Protocol = h[0]
-				return p, true
+				return true
 			}
 			next, h = h[0], h[n:]
 			continue
 		case protoFragment:
 			if len(h) < 8 {
 				p.Protocol = next
-				return p, true
+				return true
 			}
 			offset := (uint16(h[2])<<8 | uint16(h[3])) >> 3
 			next, h = h[0], h[8:]
 			if offset != 0 {
 				p.Protocol = next
-				return p, true
+				return true
 			}
 			continue
 		}
 		break
 	}
 	p.Protocol = next
-	return ports(p, h), true
+	p.ports(h)
+	return true
 }
 
-func ports(p Packet, l4 []byte) Packet {
+func (p *Packet) ports(l4 []byte) {
 	switch p.Protocol {
 	case protoTCP, protoUDP, protoSCTP, protoUDPLite:
 		if len(l4) >= 4 {
@@ -143,5 +151,4 @@ func ports(p Packet, l4 []byte) Packet {
 			p.HasPorts = true
 		}
 	}
-	return p
 }
