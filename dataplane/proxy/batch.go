@@ -97,7 +97,9 @@ var past = time.Unix(1, 0)
 // only poisons the connection on non-temporary errors), and the partial record stays buffered.
 func readBatch(src *tls.Conn, buf []byte) (int, error) {
 	n, err := src.Read(buf)
-	if err != nil || n == 0 {
+	// A record smaller than the maximum ends a burst of the sender's (interactive traffic):
+	// pass it on at once rather than spend two deadline changes looking for more.
+	if err != nil || n < maxTLSRecord {
 		return n, err
 	}
 	if err := src.SetReadDeadline(past); err != nil {

@@ -146,11 +146,12 @@ func (s *Source) ServerConfig(allowed []string) *tls.Config {
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			m := s.current.Load()
 			return &tls.Config{
-				MinVersion:             tls.VersionTLS13,
-				SessionTicketsDisabled: true,
-				Certificates:           []tls.Certificate{m.cert},
-				ClientAuth:             tls.RequireAndVerifyClientCert,
-				ClientCAs:              m.pool,
+				MinVersion:                  tls.VersionTLS13,
+				SessionTicketsDisabled:      true,
+				DynamicRecordSizingDisabled: true,
+				Certificates:                []tls.Certificate{m.cert},
+				ClientAuth:                  tls.RequireAndVerifyClientCert,
+				ClientCAs:                   m.pool,
 				VerifyConnection: func(cs tls.ConnectionState) error {
 					if len(cs.PeerCertificates) == 0 {
 						return nil // RequireAndVerifyClientCert already refused it
@@ -168,8 +169,11 @@ func (s *Source) ClientConfig(serverName string) *tls.Config {
 	m := s.current.Load()
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		ServerName: serverName,
-		RootCAs:    m.pool,
+		// Full-size records from the first byte: small first records help a browser render a
+		// page early; a relay of bulk streams only pays for them in records and system calls.
+		DynamicRecordSizingDisabled: true,
+		ServerName:                  serverName,
+		RootCAs:                     m.pool,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return &m.cert, nil
 		},
