@@ -1,0 +1,239 @@
+package sampler
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scitunnel/scitunnel/dataplane/analyzer"
+	"github.com/scitunnel/scitunnel/dataplane/netnstest"
+	"github.com/scitunnel/scitunnel/dataplane/sflow"
+)
+
+// collector records every datagram it receives, decoded, for checking field by field.
+type collector struct {
+	conn *net.UDPConn
+	mu   sync.Mutex
+	raw  [][]byte
+}
+
+func listenCollector(t *testing.T, ns *netnstest.NS) *collector {
+	t.Helper()
+	c := &collector{}
+	ns.Do(t, func() {
+		conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv6loopback})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.conn = conn
+	})
+	t.Cleanup(func() { c.conn.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, err := c.conn.Read(buf)
+			if err != nil {
+				return
+			}
+			c.mu.Lock()
+			c.raw = append(c.raw, append([]byte{}, buf[:n]...))
+			c.mu.Unlock()
+		}
+	}()
+	return c
+}
+
+func (c *collector) addr() string { return c.conn.LocalAddr().String() }
+
+func (c *collector) datagrams() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([][]byte{}, c.raw...)
+}
+
+// startAnalyzer runs an analyzer whose sFlow socket lives in ns.
+func startAnalyzer(t *testing.T, ns *netnstest.NS, opt analyzer.Options) (*analyzer.Analyzer, string) {
+	t.Helper()
+	a := analyzer.New(opt)
+	var conn *net.UDPConn
+	ns.Do(t, func() {
+		var err error
+		if conn, err = analyzer.ListenSFlow("[::1]:0"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = a.ServeSFlow(ctx, conn, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return a, conn.LocalAddr().String()
+}
+
+// twoHosts is namespaces A and B joined by a veth pair: A's sa0 fd5c::1 <-> B's sb0 fd5c::2.
+func twoHosts(t *testing.T) (a, b *netnstest.NS) {
+	t.Helper()
+	a, b = netnstest.New(t, "sfa"), netnstest.New(t, "sfb")
+	netnstest.Veth(t, a, "sa0", "fd5c::1/64", b, "sb0", "fd5c::2/64")
+	return a, b
+}
+
+var (
+	addrA = netip.MustParseAddr("fd5c::1")
+	addrB = netip.MustParseAddr("fd5c::2")
+)
+
+// TestSamplerOnVeth sends a known number of equal UDP packets from A to B and checks what the
+// sampler reports, datagram by datagram: 1-in-N within the binomial bound, the full frame length,
+// direction, sample pool, drops, counter samples; and that the analyzer estimates the bytes.
+func TestSamplerOnVeth(t *testing.T) {
+	netnstest.Require(t)
+	nsA, nsB := twoHosts(t)
+	raw := listenCollector(t, nsA)
+	an, anAddr := startAnalyzer(t, nsA, analyzer.Options{})
+	const rate, packets, payload = 10, 20000, 1000
+	stop := startSampler(t, nsA, childSpec{Interfaces: []string{"sa0"}, Rate: rate,
+		Collectors: []string{raw.addr(), anAddr}, Polling: 500 * time.Millisecond, Flush: 200 * time.Millisecond})
+
+	var sink, src *net.UDPConn
+	nsB.Do(t, func() {
+		var err error
+		if sink, err = net.ListenUDP("udp6", &net.UDPAddr{IP: addrB.AsSlice(), Port: 9999}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer sink.Close()
+	go func() {
+		buf := make([]byte, 2000)
+		for {
+			if _, err := sink.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	warmNeighbour(t, nsA, addrB)
+	nsA.Do(t, func() {
+		var err error
+		if src, err = net.DialUDP("udp6", nil, &net.UDPAddr{IP: addrB.AsSlice(), Port: 9999}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer src.Close()
+	msg := make([]byte, payload)
+	for i := 0; i < packets; i++ {
+		if _, err := src.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if i%500 == 0 {
+			time.Sleep(time.Millisecond) // let the sink keep up
+		}
+	}
+	time.Sleep(700 * time.Millisecond)
+	stop()
+
+	const frame = 14 + 40 + 8 + payload
+	var d sflow.Decoder
+	var samples, counters int
+	var maxPool uint32
+	ifindex := uint32(0)
+	if ifi := nsA.Run(t, "cat", "/sys/class/net/sa0/ifindex"); ifi != "" {
+		var v int
+		_, _ = fmtSscan(ifi, &v)
+		ifindex = uint32(v)
+	}
+	var lastSeq uint32
+	for _, b := range raw.datagrams() {
+		dg, err := d.Decode(b)
+		if err != nil {
+			t.Fatalf("our own datagram does not decode: %v", err)
+		}
+		if dg.SequenceNumber != lastSeq+1 {
+			t.Errorf("datagram sequence %d after %d", dg.SequenceNumber, lastSeq)
+		}
+		lastSeq = dg.SequenceNumber
+		if dg.AgentAddress != addrA {
+			t.Errorf("agent address %v, want %v (the sampled interface's)", dg.AgentAddress, addrA)
+		}
+		for _, s := range dg.FlowSamples {
+			if s.SamplingRate != rate || s.SourceIDIndex != ifindex || len(s.Headers) != 1 {
+				t.Fatalf("flow sample %+v", s)
+			}
+			maxPool = max(maxPool, s.SamplePool)
+			p, ok := sflow.ParsePacket(s.Headers[0].Protocol, s.Headers[0].Header)
+			if !ok || p.Dst != addrB || p.DstPort != 9999 {
+				continue // neighbour discovery and the like
+			}
+			samples++
+			if s.Headers[0].FrameLength != frame || len(s.Headers[0].Header) != 128 {
+				t.Errorf("frame length %d, header %d bytes; want %d, 128", s.Headers[0].FrameLength, len(s.Headers[0].Header), frame)
+			}
+			if s.Input != sflow.InterfaceInternal || s.Output != ifindex {
+				t.Errorf("outgoing packet with input %#x output %#x", s.Input, s.Output)
+			}
+			if s.Drops != 0 {
+				t.Errorf("drops %d", s.Drops)
+			}
+		}
+		for _, c := range dg.CounterSamples {
+			if !c.HasInterface || c.Interface.Index != ifindex || c.Interface.Type != 6 || c.Interface.Status != 3 {
+				t.Errorf("counter sample %+v", c)
+			}
+			counters++
+		}
+	}
+	// Binomial(20000, 1/10): mean 2000, standard deviation 42; 5 deviations is a bug, not luck.
+	if math.Abs(float64(samples)-packets/rate) > 5*math.Sqrt(packets*(1.0/rate)*(1-1.0/rate)) {
+		t.Errorf("%d samples of %d packets at 1-in-%d", samples, packets, rate)
+	}
+	// The pool counts the packets the interface passed until the last sample (so a little
+	// less than all of them), plus a few of neighbour discovery.
+	if maxPool < packets*95/100 || maxPool > packets+100 {
+		t.Errorf("sample pool reached %d for the %d packets sent", maxPool, packets)
+	}
+	if counters < 2 {
+		t.Errorf("%d counter samples, want one per 500 ms", counters)
+	}
+	flows := an.Flows(0).Flows
+	var est float64
+	for _, f := range flows {
+		if f.Src == addrA.String() && f.Dst == addrB.String() {
+			est = float64(f.Bytes)
+		}
+	}
+	truth := float64(packets * frame)
+	bound := analyzer.ErrorPercent(uint64(samples)) / 100
+	t.Logf("%d samples; estimate %.0f bytes, truth %.0f (%+.2f%%, bound %.2f%%)", samples, est, truth, 100*(est-truth)/truth, 100*bound)
+	if math.Abs(est-truth)/truth > 2.5*bound {
+		t.Errorf("analyzer estimate %.0f, truth %.0f", est, truth)
+	}
+}
+
+// warmNeighbour resolves peer's link-layer address before a test's traffic, which would
+// otherwise be dropped while neighbour discovery runs.
+func warmNeighbour(t *testing.T, ns *netnstest.NS, peer netip.Addr) {
+	t.Helper()
+	ns.Do(t, func() {
+		c, err := net.DialUDP("udp6", nil, &net.UDPAddr{IP: peer.AsSlice(), Port: 9})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Write([]byte("x"))
+		c.Close()
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(ns.Run(t, "ip", "-6", "neigh", "show", peer.String()), "lladdr") {
+		if time.Now().After(deadline) {
+			t.Fatalf("neighbour %v not resolved", peer)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
