@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -182,6 +183,12 @@ type Telemetry struct {
 	// AssignedTags are the tags the operator assigned to this pod ("exp.act" ids, e.g. "2.16"):
 	// the second signal that separates marked traffic from Linux's random labels.
 	AssignedTags []string `json:"assignedTags,omitempty"`
+	// FireflyAddress, when set (e.g. ":10514"), makes the analyzer listen for scitags fireflies:
+	// a flow announced with a tag is the other second signal for that tag. Empty: off.
+	FireflyAddress string `json:"fireflyAddress,omitempty"`
+	// AgentAddress is the IP address the sampler puts in its datagrams as the agent's; empty
+	// means the first global address of the sampled interfaces (the pod IP).
+	AgentAddress string `json:"agentAddress,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes as "10s" in JSON.
@@ -364,6 +371,16 @@ func (c *Config) Validate() error {
 				bad(fmt.Sprintf("telemetry.assignedTags[%d]", i), "%v", err)
 			}
 		}
+		for field, a := range map[string]string{"analyzerAddress": t.AnalyzerAddress, "httpAddress": t.HTTPAddress, "fireflyAddress": t.FireflyAddress} {
+			if err := checkListenAddress(a); a != "" && err != nil {
+				bad("telemetry."+field, "%v", err)
+			}
+		}
+		if t.AgentAddress != "" {
+			if _, err := netip.ParseAddr(t.AgentAddress); err != nil {
+				bad("telemetry.agentAddress", "%q is not an IP address", t.AgentAddress)
+			}
+		}
 	}
 	if _, port, err := net.SplitHostPort(c.AdminAddress); err != nil {
 		bad("adminAddress", "%q is not [host]:port, e.g. \":9090\"", c.AdminAddress)
@@ -394,6 +411,18 @@ func ParseTagIDs(s string) (experimentID, activityID int, err error) {
 		return 0, 0, err
 	}
 	return experimentID, activityID, nil
+}
+
+// checkListenAddress accepts "host:port" and ":port" (all addresses).
+func checkListenAddress(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not [host]:port (e.g. \":6343\", \"[::]:6343\")", s)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: port must be 0..65535", s)
+	}
+	return nil
 }
 
 func checkHostPort(s string) error {
