@@ -352,3 +352,10 @@ func (a *Analyzer) addReceiveDropped(n uint64) {
 	a.health.ReceiveDropped += n
 	a.mu.Unlock()
 }
+
+// SetRegistry replaces the registry that names tags (when the mounted copy changes).
+func (a *Analyzer) SetRegistry(r *scitag.Registry) {
+	a.mu.Lock()
+	a.registry = r
+	a.mu.Unlock()
+}

@@ -17,16 +17,16 @@ import (
 	"github.com/scitunnel/scitunnel/dataplane/sflow"
 )
 
-// collector records every datagram it receives, decoded, for checking field by field.
-type collector struct {
+// rawCollector records every datagram it receives, decoded, for checking field by field.
+type rawCollector struct {
 	conn *net.UDPConn
 	mu   sync.Mutex
 	raw  [][]byte
 }
 
-func listenCollector(t *testing.T, ns *netnstest.NS) *collector {
+func listenCollector(t *testing.T, ns *netnstest.NS) *rawCollector {
 	t.Helper()
-	c := &collector{}
+	c := &rawCollector{}
 	ns.Do(t, func() {
 		conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv6loopback})
 		if err != nil {
@@ -50,9 +50,9 @@ func listenCollector(t *testing.T, ns *netnstest.NS) *collector {
 	return c
 }
 
-func (c *collector) addr() string { return c.conn.LocalAddr().String() }
+func (c *rawCollector) addr() string { return c.conn.LocalAddr().String() }
 
-func (c *collector) datagrams() [][]byte {
+func (c *rawCollector) datagrams() [][]byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([][]byte{}, c.raw...)

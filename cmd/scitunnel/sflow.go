@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/scitunnel/scitunnel/dataplane/analyzer"
+	"github.com/scitunnel/scitunnel/dataplane/config"
+	"github.com/scitunnel/scitunnel/dataplane/sampler"
+	"github.com/scitunnel/scitunnel/dataplane/scitag"
+)
+
+func init() {
+	register("sflow", "run the sFlow sidecar: in-kernel sampler and per-tag analyzer", runSflow)
+}
+
+const sflowHelp = `Usage: scitunnel sflow [--config FILE] [flags]
+
+Runs the sFlow sidecar of a tunnel pod, or standalone on a data-transfer host:
+
+  - a sampler (an sFlow v5 agent) that samples the interfaces 1-in-N inside the kernel and sends
+    datagrams to the local analyzer and to --collectors (needs CAP_NET_RAW; without it the
+    analyzer runs alone);
+  - an analyzer that receives sFlow from the sampler and from switches and routers (UDP 6343),
+    maps flow labels to scitags tags and serves per-tag throughput with 95% error bounds:
+    /v1/tags, /v1/flows, /v1/agents, /v1/health, /metrics (scitag_networks_bps), /healthz.
+
+The configuration's telemetry section is read from --config (the pod's config.json); the flags
+override it. A flow label counts as tagged only when its tag is assigned (--assigned-tags) or
+announced by a firefly (--fireflies): Linux's random labels decode to registered tags too.
+
+Example (standalone):
+
+  scitunnel sflow --sampling-rate 1000 --interfaces eth0 --assigned-tags 2.16 \
+      --collectors sflow-rt.example.org:6343 --fireflies :10514
+
+Flags:
+`
+
+func runSflow(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("sflow", flag.ContinueOnError)
+	path := fs.String("config", "", "data-plane configuration (JSON); its telemetry section is used")
+	rate := fs.Int("sampling-rate", 0, "sample 1 in N packets; 0 turns the sampler off")
+	ifaces := fs.String("interfaces", "", "comma-separated interfaces to sample (default: every up, non-loopback one)")
+	collectorsFlag := fs.String("collectors", "", "comma-separated host:port sFlow collectors besides the local analyzer")
+	listen := fs.String("listen", "", "sFlow listen address (default \":6343\", IPv4 and IPv6)")
+	httpAddr := fs.String("http", "", "HTTP listen address (default \":9091\")")
+	window := fs.Duration("window", 0, "smoothing window of the rates (default 10s)")
+	polling := fs.Duration("polling-interval", 0, "interval of interface counter samples (default 20s)")
+	registry := fs.String("registry", "", "scitags registry file (api.json format; default: the snapshot compiled in)")
+	assigned := fs.String("assigned-tags", "", "comma-separated exp.act ids assigned to this host, e.g. 2.16,2.9")
+	fireflies := fs.String("fireflies", "", "listen for fireflies at this address, e.g. \":10514\" (default off)")
+	agent := fs.String("agent-address", "", "agent address in the sampler's datagrams (default: the sampled interfaces' first global address)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() { fmt.Fprint(fs.Output(), sflowHelp); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return usageError("sflow", fmt.Errorf("unexpected arguments %q", fs.Args()))
+	}
+
+	t := &config.Telemetry{}
+	if *path != "" {
+		cfg, err := config.Load(*path)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "scitunnel sflow: %s: %v\n", *path, err)
+			return 2
+		}
+		if cfg.Telemetry != nil {
+			t = cfg.Telemetry
+		}
+	}
+	split := func(s string) []string {
+		var out []string
+		for _, f := range strings.Split(s, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "sampling-rate":
+			t.SamplingRate = *rate
+		case "interfaces":
+			t.Interfaces = split(*ifaces)
+		case "collectors":
+			t.Collectors = split(*collectorsFlag)
+		case "listen":
+			t.AnalyzerAddress = *listen
+		case "http":
+			t.HTTPAddress = *httpAddr
+		case "window":
+			t.Window.Duration = *window
+		case "polling-interval":
+			t.PollingInterval.Duration = *polling
+		case "registry":
+			t.RegistryFile = *registry
+		case "assigned-tags":
+			t.AssignedTags = split(*assigned)
+		case "fireflies":
+			t.FireflyAddress = *fireflies
+		case "agent-address":
+			t.AgentAddress = *agent
+		}
+	})
+	if err := checkTelemetry(t); err != nil {
+		return usageError("sflow", err)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usageError("sflow", fmt.Errorf("--log-level: %v", err))
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := sidecar(ctx, t, log); err != nil {
+		log.Error("sflow sidecar failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// checkTelemetry fills the telemetry defaults and validates the section with the configuration's
+// own rules (inside an otherwise valid configuration, so only telemetry errors can come back).
+func checkTelemetry(t *config.Telemetry) error {
+	c := &config.Config{Role: config.Inbound, Protocol: config.TCP, Routes: []config.Route{{ListenPort: 1, Target: "localhost:1"}}, Telemetry: t}
+	c.Default()
+	return c.Validate()
+}
+
+// sidecar runs the analyzer, and the sampler when configured and permitted, until ctx ends.
+func sidecar(ctx context.Context, t *config.Telemetry, log *slog.Logger) error {
+	var tags []scitag.Tag
+	for _, s := range t.AssignedTags {
+		exp, act, _ := config.ParseTagIDs(s) // validated
+		tags = append(tags, scitag.Tag{ExperimentID: exp, ActivityID: act})
+	}
+	a := analyzer.New(analyzer.Options{Window: t.Window.Duration, AssignedTags: tags, Registry: loadRegistry(t.RegistryFile, log)})
+
+	conn, err := analyzer.ListenSFlow(t.AnalyzerAddress)
+	if err != nil {
+		return fmt.Errorf("sFlow socket (telemetry.analyzerAddress, --listen): %w", err)
+	}
+	httpLn, err := net.Listen("tcp", t.HTTPAddress)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("HTTP socket (telemetry.httpAddress, --http): %w", err)
+	}
+	var ffConn *net.UDPConn
+	if t.FireflyAddress != "" {
+		if ffConn, err = analyzer.ListenFireflies(t.FireflyAddress); err != nil {
+			conn.Close()
+			httpLn.Close()
+			return fmt.Errorf("firefly socket (telemetry.fireflyAddress, --fireflies): %w", err)
+		}
+	}
+
+	var smp *sampler.Sampler
+	if t.SamplingRate > 0 {
+		smp = startSampler(t, localDestination(conn.LocalAddr().(*net.UDPAddr), t.AnalyzerAddress), log)
+	} else {
+		log.Info("sampler off (samplingRate 0); the analyzer serves sFlow from other agents")
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(a.Collector(), sampler.Collector(smp),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := &http.Server{Handler: a.Handler(reg), ReadHeaderTimeout: 10 * time.Second}
+
+	var wg sync.WaitGroup
+	run := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
+	run(func() { _ = a.ServeSFlow(ctx, conn, log) })
+	if ffConn != nil {
+		run(func() { _ = a.ServeFireflies(ctx, ffConn, log) })
+	}
+	if smp != nil {
+		run(func() { _ = smp.Run(ctx) })
+	}
+	if t.RegistryFile != "" {
+		run(func() { watchRegistry(ctx, t.RegistryFile, a, log) })
+	}
+	run(func() {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shut)
+	})
+	log.Info("sflow sidecar serving", "sflow", conn.LocalAddr().String(), "http", httpLn.Addr().String(),
+		"fireflies", t.FireflyAddress, "samplingRate", t.SamplingRate, "assignedTags", t.AssignedTags)
+	err = srv.Serve(httpLn)
+	wg.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// localDestination is where the sampler reaches the analyzer: its port on loopback when it
+// listens on all addresses.
+func localDestination(bound *net.UDPAddr, configured string) string {
+	host, _, _ := net.SplitHostPort(configured)
+	if a, err := netip.ParseAddr(host); host == "" || (err == nil && a.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(bound.Port))
+}
+
+// startSampler starts the in-pod sampler; when it cannot (no CAP_NET_RAW, a missing interface)
+// it says so and returns nil: the analyzer keeps serving sFlow from switches.
+func startSampler(t *config.Telemetry, local string, log *slog.Logger) *sampler.Sampler {
+	var agent netip.Addr
+	if t.AgentAddress != "" {
+		agent = netip.MustParseAddr(t.AgentAddress) // validated
+	}
+	s, err := sampler.New(sampler.Config{
+		Interfaces:      t.Interfaces,
+		SamplingRate:    uint32(t.SamplingRate),
+		PollingInterval: t.PollingInterval.Duration,
+		Collectors:      append([]string{local}, t.Collectors...),
+		AgentAddress:    agent,
+		Log:             log,
+	})
+	switch {
+	case errors.Is(err, sampler.ErrNoNetRaw):
+		log.Error("sampler off: it needs the NET_RAW capability for AF_PACKET sockets (add NET_RAW to the sflow container's securityContext.capabilities); the analyzer still serves sFlow from switches and routers",
+			"err", err)
+		return nil
+	case err != nil:
+		log.Error("sampler off: it could not start; the analyzer still serves sFlow from switches and routers", "err", err)
+		return nil
+	}
+	log.Info("sampler on", "samplingRate", t.SamplingRate, "interfaces", t.Interfaces, "agent", s.AgentAddress(), "collectors", append([]string{local}, t.Collectors...))
+	return s
+}
+
+// loadRegistry reads the mounted registry; a missing or broken file falls back to the snapshot
+// compiled in (names are for display: an analyzer that stops over them helps no one).
+func loadRegistry(path string, log *slog.Logger) *scitag.Registry {
+	if path == "" {
+		return scitag.Default()
+	}
+	data, err := os.ReadFile(path)
+	if err == nil {
+		var r *scitag.Registry
+		if r, err = scitag.Parse(data); err == nil {
+			return r
+		}
+	}
+	log.Warn("scitags registry unreadable; naming tags from the snapshot compiled in", "file", path, "err", err, "snapshot", scitag.SnapshotSource)
+	return scitag.Default()
+}
+
+// watchRegistry re-reads the registry file when it changes (a ConfigMap update).
+func watchRegistry(ctx context.Context, path string, a *analyzer.Analyzer, log *slog.Logger) {
+	var last time.Time
+	if st, err := os.Stat(path); err == nil {
+		last = st.ModTime()
+	}
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		st, err := os.Stat(path)
+		if err != nil || st.ModTime().Equal(last) {
+			continue
+		}
+		last = st.ModTime()
+		a.SetRegistry(loadRegistry(path, log))
+		log.Info("scitags registry reloaded", "file", path)
+	}
+}
