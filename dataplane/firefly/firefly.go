@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -63,8 +64,13 @@ type Flow struct {
 	Start        time.Time
 }
 
-// Sender sends fireflies; it never blocks the data path for long (UDP, short write deadline)
-// and drops announcements rather than delaying connections.
+// queueSize bounds the announcements waiting to be sent; beyond it they are dropped.
+const queueSize = 1024
+
+// Sender sends fireflies from its own goroutine: announcing a flow costs the data path one
+// JSON encoding and a channel send, never a name lookup or a blocked socket. When announcements
+// pile up (an unreachable collector whose name takes long to resolve), they are dropped and
+// counted rather than delaying connections.
 type Sender struct {
 	Collectors  []string // "host:port"
 	ToPeer      bool
@@ -72,8 +78,18 @@ type Sender struct {
 	Log         *slog.Logger
 
 	once     sync.Once
-	conn     *net.UDPConn
 	hostname string
+	queue    chan outgoing
+	done     chan struct{}
+	dropped  atomic.Uint64
+
+	mu     sync.Mutex // guards closed against sends on the closed queue
+	closed bool
+}
+
+type outgoing struct {
+	line    []byte
+	targets []string
 }
 
 func (s *Sender) init() {
@@ -82,12 +98,16 @@ func (s *Sender) init() {
 		if s.hostname == "" {
 			s.hostname = "-"
 		}
+		s.queue = make(chan outgoing, queueSize)
+		s.done = make(chan struct{})
 		c, err := net.ListenUDP("udp", nil)
 		if err != nil {
 			s.logger().Warn("fireflies disabled: no UDP socket", "err", err)
+			s.closed = true
+			close(s.done)
 			return
 		}
-		s.conn = c
+		go s.loop(c)
 	})
 }
 
@@ -106,14 +126,19 @@ func (s *Sender) End(f Flow, end time.Time, sent, received uint64) {
 	s.send(f, "end", end, &Usage{Sent: sent, Received: received})
 }
 
+// Dropped is how many announcements were dropped because the queue was full.
+func (s *Sender) Dropped() uint64 {
+	if s == nil {
+		return 0
+	}
+	return s.dropped.Load()
+}
+
 func (s *Sender) send(f Flow, state string, end time.Time, usage *Usage) {
 	if s == nil {
 		return
 	}
 	s.init()
-	if s.conn == nil {
-		return
-	}
 	msg := Build(f, state, end, time.Now(), usage, s.Application)
 	line, err := Frame(msg, s.hostname, time.Now())
 	if err != nil {
@@ -124,23 +149,52 @@ func (s *Sender) send(f Flow, state string, end time.Time, usage *Usage) {
 	if s.ToPeer {
 		targets = append(targets, net.JoinHostPort(f.Dst.Addr().String(), strconv.Itoa(Port)))
 	}
-	_ = s.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	for _, t := range targets {
-		addr, err := net.ResolveUDPAddr("udp", t)
-		if err != nil {
-			s.logger().Warn("firefly collector unresolvable", "collector", t, "err", err)
-			continue
-		}
-		if _, err := s.conn.WriteToUDP(line, addr); err != nil {
-			s.logger().Debug("firefly not sent", "collector", t, "err", err)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	select {
+	case s.queue <- outgoing{line: line, targets: targets}:
+	default:
+		s.dropped.Add(1)
+	}
+}
+
+func (s *Sender) loop(conn *net.UDPConn) {
+	defer close(s.done)
+	defer conn.Close()
+	for o := range s.queue {
+		for _, t := range o.targets {
+			addr, err := net.ResolveUDPAddr("udp", t)
+			if err != nil {
+				s.logger().Warn("firefly collector unresolvable", "collector", t, "err", err)
+				continue
+			}
+			_ = conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, err := conn.WriteToUDP(o.line, addr); err != nil {
+				s.logger().Debug("firefly not sent", "collector", t, "err", err)
+			}
 		}
 	}
 }
 
-// Close releases the socket.
+// Close sends what is queued (waiting at most a second) and releases the socket. Later
+// announcements are ignored.
 func (s *Sender) Close() {
-	if s != nil && s.conn != nil {
-		s.conn.Close()
+	if s == nil {
+		return
+	}
+	s.init()
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.queue)
+	}
+	s.mu.Unlock()
+	select {
+	case <-s.done:
+	case <-time.After(time.Second):
 	}
 }
 

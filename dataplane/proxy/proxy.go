@@ -148,12 +148,13 @@ func (p *Proxy) nextLabel() uint32 {
 }
 
 func (p *Proxy) setFireflies(cfg *config.Config) {
+	var next *firefly.Sender
 	if f := cfg.Fireflies; f != nil && f.Enabled {
-		old := p.fireflies.Swap(&firefly.Sender{Collectors: f.Collectors, ToPeer: f.ToPeer, Application: orDefault(f.Application, "scitunnel"), Log: p.log})
-		old.Close()
-		return
+		next = &firefly.Sender{Collectors: f.Collectors, ToPeer: f.ToPeer, Application: orDefault(f.Application, "scitunnel"), Log: p.log}
 	}
-	p.fireflies.Swap(nil).Close()
+	// The old sender flushes its queue in the background; connections still open announce
+	// their end through whichever sender is current then.
+	go p.fireflies.Swap(next).Close()
 }
 
 // tagName names the tunnel's current tag in metrics and reports.

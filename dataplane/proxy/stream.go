@@ -115,15 +115,15 @@ func (p *Proxy) track(cfg *config.Config, info ConnInfo, accepted, dialed net.Co
 	c := p.conns.add(info, func(n int64) { bytesUp.Add(float64(n)) }, func(n int64) { bytesDown.Add(float64(n)) }, accepted, dialed)
 	defer p.conns.remove(c)
 
-	ff := p.fireflies.Load()
 	flow, announce := fireflyFlow(cfg, info, c.info.Started)
 	if announce {
-		ff.Start(flow)
+		p.fireflies.Load().Start(flow)
 	}
 	run(&c.toProducer, &c.toConsumer)
 	if announce {
 		// The flow is the dialed connection: "sent" is what went from this proxy to the target.
-		ff.End(flow, time.Now(), c.toProducer.n.Load(), c.toConsumer.n.Load())
+		// The current sender, not the one at the start: a reload may have replaced it.
+		p.fireflies.Load().End(flow, time.Now(), c.toProducer.n.Load(), c.toConsumer.n.Load())
 	}
 }
 
