@@ -320,5 +320,5 @@ bench-tunnel: ## iperf3 through our TLS and TCP tunnel pairs vs stunnel4, haprox
 
 .PHONY: test-dataplane
 test-dataplane: ## The data plane's tests (proxy, flow-label dialer, CLI); as root they include the network-namespace wire tests.
-	go test $(GO_TEST_FLAGS) ./dataplane/config/ ./dataplane/flowlabel/ ./dataplane/proxy/ ./dataplane/admin/ ./dataplane/tlsfiles/ ./dataplane/firefly/ ./cmd/scitunnel/
+	go test $(GO_TEST_FLAGS) ./dataplane/config/ ./dataplane/flowlabel/ ./dataplane/splice/ ./dataplane/proxy/ ./dataplane/admin/ ./dataplane/tlsfiles/ ./dataplane/firefly/ ./cmd/scitunnel/
 # ---- end dataplane ----
