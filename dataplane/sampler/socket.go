@@ -36,6 +36,9 @@ type packet struct {
 	outgoing    bool
 }
 
+// receiveBuffer is the socket queue asked for.
+const receiveBuffer = 8 << 20
+
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // openSocket opens, filters and binds the socket. The socket is created with protocol 0 and
@@ -68,7 +71,12 @@ func openSocket(iface net.Interface, rate, snaplen uint32) (*socket, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
 		return fail("PACKET_AUXDATA", err)
 	}
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+	// The queue is charged the full size of each sampled packet (a clone of a 64 KiB
+	// super-frame costs 64 KiB however little of it is copied out), so ask for room: past the
+	// rmem_max limit when permitted (CAP_NET_ADMIN), else up to it.
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, receiveBuffer) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, receiveBuffer)
+	}
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: iface.Index}); err != nil {
 		return fail("bind", err)
 	}
