@@ -189,4 +189,3 @@ func nftTruth(t *testing.T, listing string) map[uint32]float64 {
 	}
 	return out
 }
-
