@@ -41,6 +41,7 @@ func main() {
 	streamsFlag := flag.String("streams", "1,4", "comma-separated iperf3 parallel stream counts (-P)")
 	pathsFlag := flag.String("paths", strings.Join(allPathNames(), ","), "comma-separated paths to measure")
 	rounds := flag.Int("pingpong-rounds", 5000, "1 KiB round trips per latency measurement")
+	repeat := flag.Int("repeat", 1, "measure every path this many times, interleaved, and report the median (a shared machine's load drifts)")
 	env := flag.String("scitunnel-env", "", "extra environment for the scitunnel processes, e.g. GOMAXPROCS=2,GOGC=200")
 	keep := flag.Bool("keep", false, "keep the work directory (configurations, certificates, logs)")
 	flag.Usage = func() {
@@ -89,12 +90,23 @@ func main() {
 	}
 	defer b.teardown()
 	printHeader(b)
-	var results []result
-	for _, p := range chosen {
-		if ctx.Err() != nil {
-			break
+	var runs [][]result
+	for round := 1; round <= max(*repeat, 1) && ctx.Err() == nil; round++ {
+		if *repeat > 1 {
+			fmt.Printf(" round %d of %d\n", round, *repeat)
 		}
-		results = append(results, b.measurePath(p, streams)...)
+		var results []result
+		for _, p := range chosen {
+			if ctx.Err() != nil {
+				break
+			}
+			results = append(results, b.measurePath(p, streams)...)
+		}
+		runs = append(runs, results)
+	}
+	results := medians(runs)
+	if *repeat > 1 {
+		fmt.Printf("\nmedians of %d rounds:\n", len(runs))
 	}
 	printTable(results, streams)
 	printGoals(results, streams)
@@ -217,6 +229,49 @@ func (b *bench) measurePath(p pathDef, streams []int) []result {
 	out[0].rttP50, out[0].rttP99 = p50, p99
 	fmt.Printf("  %-14s 1 KiB ping-pong p50 %s p99 %s\n", p.name, us(p50), us(p99))
 	return out
+}
+
+// medians folds repeated rounds into one result per path and stream count: the median of each
+// figure. (CPU per Gbit is recomputed from the median round of throughput.)
+func medians(runs [][]result) []result {
+	if len(runs) == 1 {
+		return runs[0]
+	}
+	var out []result
+	for i, first := range runs[0] {
+		var all []result
+		for _, run := range runs {
+			if i < len(run) && run[i].skipped == "" {
+				all = append(all, run[i])
+			}
+		}
+		if len(all) == 0 {
+			out = append(out, first)
+			continue
+		}
+		median := func(key func(result) float64) result {
+			sorted := slices.Clone(all)
+			slices.SortFunc(sorted, func(a, b result) int { return cmpFloat(key(a), key(b)) })
+			return sorted[len(sorted)/2]
+		}
+		r := median(func(r result) float64 { return r.gbps })
+		if first.rttP50 > 0 {
+			lat := median(func(r result) float64 { return float64(r.rttP50) })
+			r.rttP50, r.rttP99 = lat.rttP50, lat.rttP99
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func fatal(format string, a ...any) {
