@@ -63,6 +63,7 @@ type Proxy struct {
 	mu        sync.Mutex
 	listeners map[int]io.Closer // by listen port
 	serving   bool
+	draining  bool // Run's context ended: no listener opens again
 	wg        sync.WaitGroup // accept loops and connection handlers
 	ctx       context.Context
 }
@@ -268,6 +269,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	drain := p.cfg.Load().DrainTimeout.Duration
 	p.log.Info("draining: no new connections", "active", p.conns.activeCount(), "deadline", drain)
 	p.mu.Lock()
+	p.draining = true
 	p.closeListeners()
 	p.mu.Unlock()
 	if cut := p.conns.waitIdle(time.Now().Add(drain)); cut > 0 {
@@ -340,17 +342,30 @@ func (p *Proxy) Reload(cfg *config.Config) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.draining {
+		return errors.New("the proxy is draining for shutdown; configuration changes are not applied")
+	}
+	// Bind every new port before changing anything, so a port that cannot be bound leaves the
+	// running configuration exactly as it was.
 	want := map[int]bool{}
+	var added []int
 	for _, r := range cfg.Routes {
 		want[r.ListenPort] = true
 		if _, ok := p.listeners[r.ListenPort]; ok {
 			continue
 		}
 		if err := p.listen(cfg, r.ListenPort); err != nil {
+			for _, port := range added {
+				p.listeners[port].Close()
+				delete(p.listeners, port)
+			}
 			return err
 		}
-		if p.serving {
-			p.serve(r.ListenPort, p.listeners[r.ListenPort])
+		added = append(added, r.ListenPort)
+	}
+	if p.serving {
+		for _, port := range added {
+			p.serve(port, p.listeners[port])
 		}
 	}
 	for port, l := range p.listeners {

@@ -170,3 +170,39 @@ func TestOutboundPresentsTheReloadedClientCertificate(t *testing.T) {
 	})
 	open.roundTrip(t, "after") // established before the swap: unaffected
 }
+
+// A reload that adds ports, one of which cannot be bound, changes nothing: the ports it did
+// bind are released and the running routes and targets stay as they were.
+func TestReloadThatCannotBindChangesNothing(t *testing.T) {
+	a := startProducer(t, func(c net.Conn) { c.Write([]byte("a")); c.Close() })
+	b := startProducer(t, func(c net.Conn) { c.Write([]byte("b")); c.Close() })
+	port, extra := freePort(t), freePort(t)
+	taken, err := net.Listen("tcp", "[::]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := &config.Config{Tunnel: "t/reload", Role: config.Outbound, Protocol: config.TCP,
+		Routes: []config.Route{{ListenPort: port, Target: a.addr}}}
+	p := startProxy(t, cfg)
+
+	next := *cfg
+	next.Routes = []config.Route{{ListenPort: port, Target: b.addr}, {ListenPort: extra, Target: b.addr},
+		{ListenPort: taken.Addr().(*net.TCPAddr).Port, Target: b.addr}}
+	if err := p.Reload(&next); err == nil {
+		t.Fatal("a reload onto a taken port succeeded")
+	}
+	if got := dialRead(t, hostPort("::1", port)); got.got != "a" {
+		t.Fatalf("after the refused reload the route goes to %q, want the old target", got.got)
+	} else {
+		got.c.Close()
+	}
+	ln, err := net.Listen("tcp", hostPort("::", extra))
+	if err != nil {
+		t.Fatalf("the refused reload left port %d bound: %v", extra, err)
+	}
+	ln.Close()
+	if ok, why := p.Ready(); !ok {
+		t.Fatalf("not ready after a refused reload: %s", why)
+	}
+}
