@@ -68,7 +68,12 @@ up() {
 	kubectl get nodes -o wide | sed 's/^/    /'
 
 	step "installing the operator: helm upgrade --install $RELEASE charts/scitunnel"
+	# A rebuilt image keeps its tag (the commit): the tarball's hash on the pod template makes
+	# Helm roll the manager out exactly when the image changed.
+	local image_hash=""
+	[[ -f bin/images/manager.tar ]] && image_hash="$(sha256sum bin/images/manager.tar | cut -c1-16)"
 	"$HELM" upgrade --install "$RELEASE" charts/scitunnel --namespace "$RELEASE_NS" --create-namespace \
+		--set-string "manager.podAnnotations.scitunnel\.io/image-tarball=$image_hash" \
 		--set image.repository="${MANAGER_IMG%:*}" --set image.tag="${MANAGER_IMG##*:}" \
 		--set dataplane.image.repository="${DATAPLANE_IMG%:*}" --set dataplane.image.tag="${DATAPLANE_IMG##*:}" \
 		--set manager.throughputInterval=5s --wait --timeout 3m >"$STATE/helm.out" ||
@@ -78,9 +83,6 @@ up() {
 			die "helm install failed"
 		}
 	note "$(grep -E '^(STATUS|REVISION):' "$STATE/helm.out" | tr '\n' ' ')"
-	# The manager rolls out a re-imported image of the same tag only when its pod restarts.
-	kubectl -n "$RELEASE_NS" rollout restart "deployment/$RELEASE-controller-manager" >/dev/null
-	kubectl -n "$RELEASE_NS" rollout status "deployment/$RELEASE-controller-manager" --timeout=120s | sed 's/^/    /'
 
 	step "the producer: iperf3 -s on the host ($NODE_IP4:$PRODUCER_PORT), reached by the Service daq-producer"
 	if ((mode_local)); then
