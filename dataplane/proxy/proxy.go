@@ -63,7 +63,7 @@ type Proxy struct {
 	mu        sync.Mutex
 	listeners map[int]io.Closer // by listen port
 	serving   bool
-	draining  bool // Run's context ended: no listener opens again
+	draining  bool           // Run's context ended: no listener opens again
 	wg        sync.WaitGroup // accept loops and connection handlers
 	ctx       context.Context
 }

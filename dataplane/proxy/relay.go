@@ -5,18 +5,11 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/scitunnel/scitunnel/dataplane/splice"
 )
-
-// relayBuffer is the copy buffer for paths that cannot splice (TLS on either side). Large
-// buffers let one Write carry many TLS records, which is where the per-syscall cost goes.
-const relayBuffer = 512 << 10
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, relayBuffer); return &b }}
 
 // byteCounter counts one direction of one connection and feeds the tag's totals.
 type byteCounter struct {
@@ -94,9 +87,11 @@ func pipe(dst, src net.Conn, cnt *byteCounter, touch func()) error {
 			// The kernel cannot splice these sockets: copy through user space below.
 		}
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	// Paths that cannot splice (TLS on either side) copy through an adaptive buffer: large
+	// while the stream is busy, so one Write carries many TLS records (where the per-syscall
+	// cost goes), small while it idles.
+	var ab adaptiveBuffer
+	defer ab.release()
 	read := src.Read
 	if ts, ok := src.(*tls.Conn); ok {
 		read = func(b []byte) (int, error) { return readBatch(ts, b) }
@@ -108,6 +103,7 @@ func pipe(dst, src net.Conn, cnt *byteCounter, touch func()) error {
 		}
 	}
 	for {
+		buf := ab.get()
 		n, err := read(buf)
 		if n > 0 {
 			if werr := write(buf[:n]); werr != nil {
@@ -116,6 +112,7 @@ func pipe(dst, src net.Conn, cnt *byteCounter, touch func()) error {
 			cnt.add(int64(n))
 			touch()
 		}
+		ab.used(n)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
