@@ -95,7 +95,7 @@ func accuracyTrial(t *testing.T, offloads bool, rate uint32, final bool) bool {
 	time.Sleep(500 * time.Millisecond)
 	stop()
 
-	truth := nftTruth(t, nsB.Run(t, "nft", "list", "table", "ip6", "acct"))
+	truth := nftTruth(t, nsB.Run(t, "nft", "list", "table", "ip6", "acct"), assignedLabel, unassignedLabel)
 	tot := an.Totals()
 	got := tot["atlas.Debug"]
 	want := truth[assignedLabel]
@@ -175,7 +175,7 @@ var nftCounter = regexp.MustCompile(`flowlabel (\d+) counter packets (\d+) bytes
 
 // nftTruth reads the per-label counters: bytes at the IPv6 layer plus an Ethernet header per
 // packet (the sampled frame length includes it; offload super-frames count once, as on the tap).
-func nftTruth(t *testing.T, listing string) map[uint32]float64 {
+func nftTruth(t *testing.T, listing string, labels ...uint32) map[uint32]float64 {
 	t.Helper()
 	out := map[uint32]float64{}
 	for _, m := range nftCounter.FindAllStringSubmatch(listing, -1) {
@@ -184,8 +184,10 @@ func nftTruth(t *testing.T, listing string) map[uint32]float64 {
 		bytes, _ := strconv.ParseFloat(m[3], 64)
 		out[uint32(label)] = bytes + 14*packets
 	}
-	if out[assignedLabel] == 0 || out[unassignedLabel] == 0 {
-		t.Fatalf("nft counters missing or zero:\n%s", listing)
+	for _, l := range labels {
+		if out[l] == 0 {
+			t.Fatalf("nft counter of label %d missing or zero:\n%s", l, listing)
+		}
 	}
 	return out
 }
