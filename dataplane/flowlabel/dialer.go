@@ -198,10 +198,14 @@ func (d *Dialer) dialLabelled(ctx context.Context, dst netip.AddrPort, label uin
 		return nil, Status{}, err
 	}
 	if tc, ok := c.(*net.TCPConn); ok && d.KeepAlive >= 0 {
-		_ = tc.SetKeepAlive(true)
-		if d.KeepAlive > 0 {
-			_ = tc.SetKeepAlivePeriod(d.KeepAlive)
+		// As net.Dialer does: without a period the kernel would wait two hours, far longer than
+		// the idle timeouts of the firewalls and NATs a long, quiet stream crosses.
+		period := d.KeepAlive
+		if period == 0 {
+			period = 15 * time.Second
 		}
+		_ = tc.SetKeepAlive(true)
+		_ = tc.SetKeepAlivePeriod(period)
 	}
 	return c, Status{Marked: true, Reason: ReasonMarked, Label: label, Message: fmt.Sprintf("connections carry flow label %#05x", label)}, nil
 }
