@@ -322,3 +322,23 @@ bench-tunnel: ## iperf3 through our TLS and TCP tunnel pairs vs stunnel4, haprox
 test-dataplane: ## The data plane's tests (proxy, flow-label dialer, CLI); as root they include the network-namespace wire tests.
 	go test $(GO_TEST_FLAGS) ./dataplane/config/ ./dataplane/flowlabel/ ./dataplane/splice/ ./dataplane/proxy/ ./dataplane/admin/ ./dataplane/tlsfiles/ ./dataplane/firefly/ ./cmd/scitunnel/
 # ---- end dataplane ----
+
+# ---- begin sflow ----
+##@ sFlow sidecar (dataplane/sflow, dataplane/sampler, dataplane/analyzer; owner: telemetry engineer)
+
+# Per fuzz target; two targets, so fuzz-short takes about twice this.
+SFLOW_FUZZ_TIME ?= 20s
+
+.PHONY: fuzz-short
+fuzz-short: ## Fuzz the sFlow decoder (against goflow2, the oracle) and the analyzer for a bounded time (CI).
+	go test ./dataplane/sflow -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(SFLOW_FUZZ_TIME)
+	go test ./dataplane/analyzer -run '^$$' -fuzz '^FuzzIngest$$' -fuzztime $(SFLOW_FUZZ_TIME)
+
+.PHONY: bench-sflow
+bench-sflow: ## sFlow figures: decode+attribute samples/s on one core and x goflow2; sampler on/off throughput ratio (root, iperf3).
+	go test ./dataplane/sflow -run '^$$' -bench '^BenchmarkDecodeRatio$$' -cpu 1
+	go test ./dataplane/analyzer -run '^$$' -bench '^(BenchmarkIngest|BenchmarkGoflow2Decode|BenchmarkIngestVsGoflow2)$$' -cpu 1
+	go test ./dataplane/sampler -run '^$$' -bench '^BenchmarkThroughputSamplerOnOff$$' -benchtime 1x -v
+
+TEST_PHASES_FUZZ += fuzz-short
+# ---- end sflow ----

@@ -2,9 +2,12 @@ package analyzer
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -342,8 +345,23 @@ func TestMaxFlows(t *testing.T) {
 	}
 }
 
+// FuzzIngest feeds arbitrary bytes to the analyzer as sFlow and as fireflies: it must count, not
+// crash. Seeds: a datagram of our own and the sFlow decoder's corpus.
 func FuzzIngest(f *testing.F) {
 	f.Add(newAgent().datagram(10, 100, frame(hostA, hostB, 65572, 1, 2)))
+	dir := filepath.Join("..", "sflow", "testdata", "fuzz", "FuzzDecode")
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			f.Fatal(err)
+		}
+		var s string
+		if _, err := fmt.Sscanf(string(data), "go test fuzz v1\n[]byte(%q)", &s); err != nil {
+			f.Fatalf("%s: %v", e.Name(), err)
+		}
+		f.Add([]byte(s))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a := New(Options{AssignedTags: []scitag.Tag{atlasDebug}})
 		_ = a.Ingest(b)

@@ -144,7 +144,7 @@ func accuracyTrial(t *testing.T, offloads bool, rate uint32, final bool) bool {
 }
 
 // startIperfServer runs a one-shot iperf3 server in ns and waits until it listens.
-func startIperfServer(t *testing.T, ns *netnstest.NS, port int) {
+func startIperfServer(t testing.TB, ns *netnstest.NS, port int) {
 	t.Helper()
 	cmd := ns.Command("iperf3", "-s", "-1", "--forceflush", "-p", strconv.Itoa(port))
 	out, _ := cmd.StdoutPipe()

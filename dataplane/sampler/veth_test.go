@@ -59,7 +59,7 @@ func (c *rawCollector) datagrams() [][]byte {
 }
 
 // startAnalyzer runs an analyzer whose sFlow socket lives in ns.
-func startAnalyzer(t *testing.T, ns *netnstest.NS, opt analyzer.Options) (*analyzer.Analyzer, string) {
+func startAnalyzer(t testing.TB, ns *netnstest.NS, opt analyzer.Options) (*analyzer.Analyzer, string) {
 	t.Helper()
 	a := analyzer.New(opt)
 	var conn *net.UDPConn
@@ -80,7 +80,7 @@ func startAnalyzer(t *testing.T, ns *netnstest.NS, opt analyzer.Options) (*analy
 }
 
 // twoHosts is namespaces A and B joined by a veth pair: A's sa0 fd5c::1 <-> B's sb0 fd5c::2.
-func twoHosts(t *testing.T) (a, b *netnstest.NS) {
+func twoHosts(t testing.TB) (a, b *netnstest.NS) {
 	t.Helper()
 	a, b = netnstest.New(t, "sfa"), netnstest.New(t, "sfb")
 	netnstest.Veth(t, a, "sa0", "fd5c::1/64", b, "sb0", "fd5c::2/64")
@@ -219,7 +219,7 @@ func TestSamplerOnVeth(t *testing.T) {
 
 // warmNeighbour resolves peer's link-layer address before a test's traffic, which would
 // otherwise be dropped while neighbour discovery runs.
-func warmNeighbour(t *testing.T, ns *netnstest.NS, peer netip.Addr) {
+func warmNeighbour(t testing.TB, ns *netnstest.NS, peer netip.Addr) {
 	t.Helper()
 	ns.Do(t, func() {
 		c, err := net.DialUDP("udp6", nil, &net.UDPAddr{IP: peer.AsSlice(), Port: 9})
