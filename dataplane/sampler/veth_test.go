@@ -237,3 +237,56 @@ func warmNeighbour(t testing.TB, ns *netnstest.NS, peer netip.Addr) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSamplerLoopbackCountsOnce: on loopback every packet passes the tap twice (out, then in);
+// the sampler must count it once. At 1-in-1 every packet is a sample, so the count is exact.
+func TestSamplerLoopbackCountsOnce(t *testing.T) {
+	netnstest.Require(t)
+	ns := netnstest.New(t, "sflo")
+	raw := listenCollector(t, ns)
+	stop := startSampler(t, ns, childSpec{Interfaces: []string{"lo"}, Rate: 1,
+		Collectors: []string{raw.addr()}, Polling: time.Minute, Flush: 100 * time.Millisecond})
+	var sink, src *net.UDPConn
+	ns.Do(t, func() {
+		var err error
+		if sink, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback, Port: 9999}); err != nil {
+			t.Fatal(err)
+		}
+		if src, err = net.DialUDP("udp6", nil, sink.LocalAddr().(*net.UDPAddr)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer sink.Close()
+	defer src.Close()
+	const packets = 500
+	buf := make([]byte, 100)
+	for i := 0; i < packets; i++ {
+		if _, err := src.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sink.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	stop()
+	var d sflow.Decoder
+	n := 0
+	for _, b := range raw.datagrams() {
+		dg, err := d.Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range dg.FlowSamples {
+			if p, ok := sflow.ParsePacket(s.Headers[0].Protocol, s.Headers[0].Header); ok && p.DstPort == 9999 {
+				n++
+				if s.Input != 1 || s.Output != sflow.InterfaceInternal {
+					t.Errorf("loopback sample in %d out %#x: want the incoming copy", s.Input, s.Output)
+				}
+			}
+		}
+	}
+	if n != packets {
+		t.Errorf("%d samples of %d loopback packets at 1-in-1", n, packets)
+	}
+}
