@@ -7,7 +7,6 @@
 package analyzer
 
 import (
-	"encoding/binary"
 	"errors"
 	"net/netip"
 	"sync"
@@ -204,7 +203,8 @@ func (a *Analyzer) Ingest(b []byte) error {
 		p := &a.packet
 		ok := p.Parse(h.Protocol, h.Header)
 		tk, label := a.attribute(p, ok, now)
-		a.add(flowKey{addrKey(p.Src), addrKey(p.Dst), tk}, label, epoch, float64(h.FrameLength)*weight)
+		src, dst := p.AddrWords()
+		a.add(flowKey{src, dst, tk}, label, epoch, float64(h.FrameLength)*weight)
 	}
 	a.updated = now
 	return nil
@@ -281,15 +281,6 @@ func (a *Analyzer) weight(k sourceKey, s *sflow.FlowSample) float64 {
 	}
 	src.lastSeq, src.lastDrops = s.SequenceNumber, s.Drops
 	return w
-}
-
-// addrKey stores an address in a flowKey; the invalid address (a non-IP sample) is all zeros.
-func addrKey(a netip.Addr) [2]uint64 {
-	if !a.IsValid() {
-		return [2]uint64{}
-	}
-	b := a.As16()
-	return [2]uint64{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
 }
 
 func (a *Analyzer) add(k flowKey, label uint32, epoch int64, bytes float64) {

@@ -252,6 +252,23 @@ func TestParsePacket(t *testing.T) {
 	if p, ok = ParsePacket(HeaderIPv4, ip4); !ok || p.IPv6 || p.Src != netip.MustParseAddr("10.0.0.1") || p.DstPort != 6343 {
 		t.Errorf("IPv4: %+v %v", p, ok)
 	}
+	// AddrWords agree with the addresses.
+	for _, c := range []struct {
+		proto uint32
+		h     []byte
+	}{{HeaderEthernet, ipv6TCP(1)}, {HeaderIPv4, ip4}} {
+		p, _ := ParsePacket(c.proto, c.h)
+		s, d := p.AddrWords()
+		for _, w := range []struct {
+			words [2]uint64
+			addr  netip.Addr
+		}{{s, p.Src}, {d, p.Dst}} {
+			b := w.addr.As16()
+			if w.words != [2]uint64{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])} {
+				t.Errorf("AddrWords %x for %v", w.words, w.addr)
+			}
+		}
+	}
 	arp := append([]byte{1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6, 0x08, 0x06}, make([]byte, 28)...)
 	if _, ok = ParsePacket(HeaderEthernet, arp); ok {
 		t.Error("ARP parsed as IP")

@@ -17,7 +17,15 @@ type Packet struct {
 	HasPorts         bool
 	// VLAN is the innermost 802.1Q VLAN id, if the Ethernet frame was tagged.
 	VLAN uint16
+
+	// The addresses as two big-endian words each (IPv4 IPv4-mapped), for hashing: see AddrWords.
+	srcWords, dstWords [2]uint64
 }
+
+// AddrWords returns the source and destination addresses as two 64-bit words each (IPv4
+// addresses IPv4-mapped; all zeros when the header was not IP), read straight from the header:
+// an analyzer keys its flow table with them without converting netip.Addr back to bytes.
+func (p *Packet) AddrWords() (src, dst [2]uint64) { return p.srcWords, p.dstWords }
 
 // Ethertypes and IP protocol numbers used while walking a header.
 const (
@@ -88,6 +96,9 @@ func (p *Packet) ipv4(h []byte) bool {
 	ihl := int(h[0]&0x0F) * 4
 	p.Src = netip.AddrFrom4([4]byte(h[12:16]))
 	p.Dst = netip.AddrFrom4([4]byte(h[16:20]))
+	const mapped = 0xFFFF << 32
+	p.srcWords = [2]uint64{0, mapped | uint64(be.Uint32(h[12:]))}
+	p.dstWords = [2]uint64{0, mapped | uint64(be.Uint32(h[16:]))}
 	p.Protocol = h[9]
 	fragOffset := (uint16(h[6])<<8 | uint16(h[7])) & 0x1FFF
 	if ihl >= 20 && fragOffset == 0 && len(h) >= ihl {
@@ -104,6 +115,8 @@ func (p *Packet) ipv6(h []byte) bool {
 	p.FlowLabel = (uint32(h[1])&0x0F)<<16 | uint32(h[2])<<8 | uint32(h[3])
 	p.Src = netip.AddrFrom16([16]byte(h[8:24]))
 	p.Dst = netip.AddrFrom16([16]byte(h[24:40]))
+	p.srcWords = [2]uint64{be.Uint64(h[8:]), be.Uint64(h[16:])}
+	p.dstWords = [2]uint64{be.Uint64(h[24:]), be.Uint64(h[32:])}
 	next := h[6]
 	h = h[40:]
 	// Walk the extension headers that may precede the transport header; a later fragment
