@@ -32,17 +32,15 @@ const (
 // (plus an Ethernet header per packet), with GRO off there: a veth hands the receiver exactly
 // the packets the sender's tap saw, super-frames whole, while the sender's own output hook would
 // see TCP's GSO super-packets even with offloads off (the kernel segments them later, in
-// software, just before the tap).
+// software, just before the tap). A third case samples the receiver's interface instead, with
+// GRO on: incoming super-frames, the other direction of the tap.
 // The stream with the unassigned label must not be reported under its tag.
 func TestAccuracy(t *testing.T) {
 	netnstest.Require(t, "iperf3", "nft", "ethtool")
-	for _, c := range []struct {
-		name     string
-		offloads bool
-		rate     uint32
-	}{
-		{"super-frames", true, 10},
-		{"offloads-off", false, 20},
+	for _, c := range []accuracyCase{
+		{"super-frames", true, 10, false},
+		{"offloads-off", false, 20, false},
+		{"receiver-gro", true, 10, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			// The bound is a 95% bound: one honest trial in twenty lands outside it. A second,
@@ -50,7 +48,7 @@ func TestAccuracy(t *testing.T) {
 			// estimate (super-frames weighted by the captured bytes, a direction counted
 			// twice, a wrong rate) misses both by far.
 			for trial := 1; ; trial++ {
-				ok := accuracyTrial(t, c.offloads, c.rate, trial == 2)
+				ok := accuracyTrial(t, c, trial == 2)
 				if ok || trial == 2 {
 					return
 				}
@@ -60,20 +58,35 @@ func TestAccuracy(t *testing.T) {
 	}
 }
 
+type accuracyCase struct {
+	name     string
+	offloads bool   // TSO/GSO on the sender
+	rate     uint32 // 1-in-N
+	receiver bool   // sample the receiver's interface (GRO on) rather than the sender's
+}
+
 // accuracyTrial runs one measurement. It reports whether the estimate was within the bound;
 // other failures (and, when final, the bound) fail t.
-func accuracyTrial(t *testing.T, offloads bool, rate uint32, final bool) bool {
+func accuracyTrial(t *testing.T, c accuracyCase, final bool) bool {
+	offloads, rate := c.offloads, c.rate
 	nsA, nsB := twoHosts(t)
 	nsA.Offloads(t, "sa0", offloads)
-	nsB.Offloads(t, "sb0", false)
+	nsB.Offloads(t, "sb0", c.receiver)
+	// Where the sidecar runs: the sender's namespace and interface, or the receiver's.
+	side, ifc := nsA, "sa0"
+	if c.receiver {
+		side, ifc = nsB, "sb0"
+	}
+	var ifindex int
+	_, _ = fmtSscan(side.Run(t, "cat", "/sys/class/net/"+ifc+"/ifindex"), &ifindex)
 	nsB.Run(t, "nft", fmt.Sprintf(`add table ip6 acct
 		add chain ip6 acct in { type filter hook input priority 0; policy accept; }
 		add rule ip6 acct in ip6 flowlabel %d counter
 		add rule ip6 acct in ip6 flowlabel %d counter`, assignedLabel, unassignedLabel))
 
-	raw := listenCollector(t, nsA)
-	an, anAddr := startAnalyzer(t, nsA, analyzer.Options{AssignedTags: []scitag.Tag{{ExperimentID: 2, ActivityID: 9}}})
-	stop := startSampler(t, nsA, childSpec{Interfaces: []string{"sa0"}, Rate: rate,
+	raw := listenCollector(t, side)
+	an, anAddr := startAnalyzer(t, side, analyzer.Options{AssignedTags: []scitag.Tag{{ExperimentID: 2, ActivityID: 9}}})
+	stop := startSampler(t, side, childSpec{Interfaces: []string{ifc}, Rate: rate,
 		Collectors: []string{anAddr, raw.addr()}, Polling: 5 * time.Second, Flush: 200 * time.Millisecond})
 	warmNeighbour(t, nsA, addrB)
 
@@ -114,11 +127,18 @@ func accuracyTrial(t *testing.T, offloads bool, rate uint32, final bool) bool {
 			drops = max(drops, s.Drops)
 			if p, ok := sflow.ParsePacket(s.Headers[0].Protocol, s.Headers[0].Header); ok && p.FlowLabel == assignedLabel {
 				maxFrame = max(maxFrame, s.Headers[0].FrameLength)
+				in, out := uint32(sflow.InterfaceInternal), uint32(ifindex)
+				if c.receiver {
+					in, out = out, in
+				}
+				if s.Input != in || s.Output != out {
+					t.Errorf("data packet sampled with input %#x output %#x, want %#x %#x", s.Input, s.Output, in, out)
+				}
 			}
 		}
 	}
-	t.Logf("offloads %v, 1-in-%d: atlas.Debug estimate %.0f bytes from %d samples, truth %.0f: %+.2f%% (95%% bound %.2f%%); largest frame %d; kernel drops %d",
-		offloads, rate, got.Bytes, got.Samples, want, 100*errFrac, 100*bound, maxFrame, drops)
+	t.Logf("%s, offloads %v, 1-in-%d: atlas.Debug estimate %.0f bytes from %d samples, truth %.0f: %+.2f%% (95%% bound %.2f%%); largest frame %d; kernel drops %d",
+		ifc, offloads, rate, got.Bytes, got.Samples, want, 100*errFrac, 100*bound, maxFrame, drops)
 
 	if got.Samples < 1000 {
 		t.Fatalf("only %d samples of the assigned stream", got.Samples)
@@ -132,6 +152,11 @@ func accuracyTrial(t *testing.T, offloads bool, rate uint32, final bool) bool {
 	// The unassigned label's stream must not appear under its tag; its bytes are in unknown.
 	if p, ok := tot["atlas.Production_Output"]; ok {
 		t.Errorf("the unassigned label was reported as atlas.Production_Output: %+v", p)
+	}
+	for name := range tot {
+		if name != "atlas.Debug" && name != analyzer.UnknownTag {
+			t.Errorf("traffic reported under %q", name)
+		}
 	}
 	if u := tot[analyzer.UnknownTag]; u.Bytes < truth[unassignedLabel]*(1-3*analyzer.ErrorPercent(u.Samples)/100) {
 		t.Errorf("unknown holds %.0f bytes, less than the unassigned stream's %.0f", u.Bytes, truth[unassignedLabel])

@@ -288,6 +288,8 @@ type exporter struct {
 	open    bool
 	seq     uint32
 	targets []*net.UDPAddr
+
+	lastDropLog time.Time
 }
 
 func (e *exporter) resolve() {
@@ -359,7 +361,12 @@ func (e *exporter) drops(src *dataSource) uint32 {
 	d, err := src.sock.drops()
 	if err == nil && d > 0 {
 		total := src.drops.Add(d)
-		e.s.log.Warn("sampler: the kernel dropped samples (socket queue full)", "interface", src.sock.iface.Name, "dropped", d, "total", total)
+		// At most one warning a minute: drops come in bursts under load.
+		if now := time.Now(); now.Sub(e.lastDropLog) > time.Minute {
+			e.lastDropLog = now
+			e.s.log.Warn("sampler: the kernel dropped samples (socket queue full); the analyzer compensates from the drops field",
+				"interface", src.sock.iface.Name, "total", total)
+		}
 	}
 	return src.drops.Load()
 }
