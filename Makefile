@@ -289,6 +289,14 @@ test-go: $(HELM) $(KUSTOMIZE)
 test-helm: $(HELM) $(KUSTOMIZE) envtest-binaries ## Chart tests: helm lint, template per values file, schema refusals, drift from config/, helm install into envtest.
 	go test ./test/helm/ -count=1 -v
 
+# Another cluster pulls from a registry: IMAGE_REGISTRY=registry.example.org/team names the images
+# `make images` packs (push the tarballs there, e.g. `crane push bin/images/manager.tar
+# $MANAGER_IMG`), and test-e2e and demo install them.
+ifneq ($(IMAGE_REGISTRY),)
+MANAGER_IMG = $(IMAGE_REGISTRY)/scitunnel/manager:$(IMG_TAG)
+DATAPLANE_IMG = $(IMAGE_REGISTRY)/scitunnel/dataplane:$(IMG_TAG)
+endif
+
 # The e2e suite and the demo use the pinned kubectl and helm.
 RELEASE_TOOLS_ENV = MAKE="$(MAKE)" HELM=$(HELM) KUBECTL=$(K8S_BIN_DIR)/kubectl
 
