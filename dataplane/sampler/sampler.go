@@ -226,7 +226,7 @@ func (s *Sampler) readLoop(ctx context.Context, src *dataSource) {
 	for {
 		p, err := src.sock.read(buf, oob)
 		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errClosedFile) {
+			if ctx.Err() == nil { // otherwise Run closed the socket on its way out
 				s.log.Error("sampler: read failed; this interface is no longer sampled", "interface", src.sock.iface.Name, "err", err)
 			}
 			return

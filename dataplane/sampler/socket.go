@@ -200,6 +200,3 @@ func (s *socket) drops() (uint32, error) {
 
 // sizeofAuxdata is the size of struct tpacket_auxdata (x/sys/unix has the type, not its size).
 const sizeofAuxdata = int(unsafe.Sizeof(unix.TpacketAuxdata{}))
-
-// errClosedFile is what reading a closed os.File reports.
-var errClosedFile = os.ErrClosed
