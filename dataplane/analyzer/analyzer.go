@@ -112,15 +112,15 @@ type flow struct {
 	key  flowKey
 	next *flow // same hash in the flowTable
 	series
-	bytes   float64
-	samples uint64
-	label   uint32 // the last masked label seen
+	bytes, sq float64
+	samples   uint64
+	label     uint32 // the last masked label seen
 }
 
 type tagState struct {
 	series
-	bytes   float64
-	samples uint64
+	bytes, sq float64
+	samples   uint64
 }
 
 // maxCompensatedGap: a data source's sample sequence jumping further than this is taken for a
@@ -204,7 +204,8 @@ func (a *Analyzer) Ingest(b []byte) error {
 		ok := p.Parse(h.Protocol, h.Header)
 		tk, label := a.attribute(p, ok, now)
 		src, dst := p.AddrWords()
-		a.add(flowKey{src, dst, tk}, label, epoch, float64(h.FrameLength)*weight)
+		bytes := float64(h.FrameLength) * weight
+		a.add(flowKey{src, dst, tk}, label, epoch, bytes, varianceTerm(weight, bytes))
 	}
 	a.updated = now
 	return nil
@@ -283,14 +284,15 @@ func (a *Analyzer) weight(k sourceKey, s *sflow.FlowSample) float64 {
 	return w
 }
 
-func (a *Analyzer) add(k flowKey, label uint32, epoch int64, bytes float64) {
+func (a *Analyzer) add(k flowKey, label uint32, epoch int64, bytes, sq float64) {
 	t := a.tags[k.tag]
 	if t == nil {
 		t = &tagState{}
 		a.tags[k.tag] = t
 	}
-	t.add(epoch, bytes)
+	t.add(epoch, bytes, sq)
 	t.bytes += bytes
+	t.sq += sq
 	t.samples++
 
 	f := a.lastFlow
@@ -306,8 +308,9 @@ func (a *Analyzer) add(k flowKey, label uint32, epoch int64, bytes float64) {
 		}
 		a.lastFlowKey, a.lastFlow = k, f
 	}
-	f.add(epoch, bytes)
+	f.add(epoch, bytes, sq)
 	f.bytes += bytes
+	f.sq += sq
 	f.samples++
 	f.label = label
 }

@@ -70,7 +70,7 @@ func (a *Analyzer) Tags() report.TagTotals {
 	epoch, span := a.clock.epoch(now), a.clock.span(now).Seconds()
 	flows := map[tagKey]int{}
 	a.flows.each(func(f *flow) {
-		if _, c := f.sum(epoch); c > 0 {
+		if _, _, c := f.sum(epoch); c > 0 {
 			flows[f.key.tag]++
 		}
 	})
@@ -79,7 +79,7 @@ func (a *Analyzer) Tags() report.TagTotals {
 		if t == nil {
 			continue
 		}
-		bytes, c := t.sum(epoch)
+		bytes, sq, c := t.sum(epoch)
 		if c == 0 {
 			continue
 		}
@@ -87,7 +87,7 @@ func (a *Analyzer) Tags() report.TagTotals {
 		exp, act := k.ids()
 		out.Tags = append(out.Tags, report.TagRate{
 			Tag: a.tagName(k), ExperimentID: exp, ActivityID: act,
-			BitsPerSecond: 8 * bytes / span, ErrorPercent: ErrorPercent(c),
+			BitsPerSecond: 8 * bytes / span, ErrorPercent: errorPercent(bytes, sq),
 			Bytes: uint64(t.bytes), Samples: c, Flows: flows[k],
 		})
 	}
@@ -101,6 +101,8 @@ func (a *Analyzer) Tags() report.TagTotals {
 type TagTotal struct {
 	Bytes   float64
 	Samples uint64
+	// ErrorPercent is the 95% error bound of Bytes.
+	ErrorPercent float64
 }
 
 // Totals returns every tag's cumulative estimate by name, window or not.
@@ -110,7 +112,7 @@ func (a *Analyzer) Totals() map[string]TagTotal {
 	out := map[string]TagTotal{}
 	for i, t := range a.tags {
 		if t != nil {
-			out[a.tagName(tagKey(i))] = TagTotal{Bytes: t.bytes, Samples: t.samples}
+			out[a.tagName(tagKey(i))] = TagTotal{Bytes: t.bytes, Samples: t.samples, ErrorPercent: errorPercent(t.bytes, t.sq)}
 		}
 	}
 	return out
@@ -126,14 +128,14 @@ func (a *Analyzer) Flows(limit int) FlowReport {
 	out := FlowReport{WindowSeconds: a.opt.Window.Seconds(), Flows: []FlowRate{}, Updated: a.updated}
 	a.flows.each(func(f *flow) {
 		k := f.key
-		bytes, c := f.sum(epoch)
+		bytes, sq, c := f.sum(epoch)
 		if c == 0 {
 			return
 		}
 		exp, act := k.tag.ids()
 		r := FlowRate{Src: addrString(k.src), Dst: addrString(k.dst), Tag: a.tagName(k.tag),
 			ExperimentID: exp, ActivityID: act,
-			BitsPerSecond: 8 * bytes / span, ErrorPercent: ErrorPercent(c), Samples: c, Bytes: uint64(f.bytes)}
+			BitsPerSecond: 8 * bytes / span, ErrorPercent: errorPercent(bytes, sq), Samples: c, Bytes: uint64(f.bytes)}
 		if f.label != 0 {
 			r.Label = scitag.FormatLabel(f.label)
 		}

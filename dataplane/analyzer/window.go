@@ -17,6 +17,7 @@ const buckets = 16
 type bucket struct {
 	epoch   int64
 	bytes   float64
+	sq      float64 // variance terms of the byte estimate, see errorPercent
 	samples uint32
 }
 
@@ -25,24 +26,26 @@ type series struct {
 	b [buckets]bucket
 }
 
-func (s *series) add(epoch int64, bytes float64) {
+func (s *series) add(epoch int64, bytes, sq float64) {
 	b := &s.b[epoch&(buckets-1)]
 	if b.epoch != epoch {
 		*b = bucket{epoch: epoch}
 	}
 	b.bytes += bytes
+	b.sq += sq
 	b.samples++
 }
 
 // sum adds up the buckets still inside the window that ends in epoch now.
-func (s *series) sum(now int64) (bytes float64, samples uint64) {
+func (s *series) sum(now int64) (bytes, sq float64, samples uint64) {
 	for _, b := range s.b {
 		if b.epoch > now-buckets && b.epoch <= now {
 			bytes += b.bytes
+			sq += b.sq
 			samples += uint64(b.samples)
 		}
 	}
-	return bytes, samples
+	return bytes, sq, samples
 }
 
 // lastEpoch is the newest slice that received anything.
@@ -84,14 +87,24 @@ func (c clock) span(t time.Time) time.Duration {
 	return max(s, c.width)
 }
 
-// ErrorPercent is the 95% error bound of an estimate built from c samples: 196*sqrt(1/c)
-// percent (sFlow's sampling theory; c = 384 gives 10%, 38416 gives 1%). With no samples there
-// is no bound; it returns 100. The theory counts packets: for bytes, packets of mixed sizes
-// widen the error by sqrt(E[size^2])/E[size] (1.2 for a third of ACKs among full frames), while a
-// bulk transfer of equal frames or TSO super-frames is covered as stated.
-func ErrorPercent(c uint64) float64 {
-	if c == 0 {
+// varianceTerm is one sample's share of the byte estimate's variance: a sample of a frame of
+// s bytes taken with probability 1/w (weight w, the sampling rate) contributes w*s to the
+// estimate and (1-1/w)*(w*s)^2 to its variance (the Horvitz-Thompson estimator's).
+func varianceTerm(w, bytes float64) float64 {
+	if w <= 1 {
+		return 0 // every packet was taken: no sampling error
+	}
+	return (1 - 1/w) * bytes * bytes
+}
+
+// errorPercent is the 95% error bound of a byte estimate: 196*sqrt(variance)/estimate percent.
+// For c samples of equal frames at a rate N this is 196*sqrt((1-1/N)/c), sFlow's familiar
+// 196*sqrt(1/c) (c = 384 gives 10%, 38416 gives 1%). Frames of mixed sizes (offload
+// super-frames beside ACKs) widen it by kappa = sqrt(E[s^2])/E[s], which the familiar formula
+// leaves out; this one does not, so the bound holds for the traffic actually measured.
+func errorPercent(bytes, sq float64) float64 {
+	if bytes <= 0 {
 		return 100
 	}
-	return 196 * math.Sqrt(1/float64(c))
+	return 196 * math.Sqrt(sq) / bytes
 }

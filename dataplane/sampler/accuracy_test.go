@@ -112,7 +112,7 @@ func accuracyTrial(t *testing.T, c accuracyCase, final bool) bool {
 	tot := an.Totals()
 	got := tot["atlas.Debug"]
 	want := truth[assignedLabel]
-	bound := analyzer.ErrorPercent(got.Samples) / 100
+	bound := got.ErrorPercent / 100
 	errFrac := (got.Bytes - want) / want
 
 	// What the sampler saw of the assigned stream: the frame lengths, and the kernel's drops.
@@ -158,7 +158,7 @@ func accuracyTrial(t *testing.T, c accuracyCase, final bool) bool {
 			t.Errorf("traffic reported under %q", name)
 		}
 	}
-	if u := tot[analyzer.UnknownTag]; u.Bytes < truth[unassignedLabel]*(1-3*analyzer.ErrorPercent(u.Samples)/100) {
+	if u := tot[analyzer.UnknownTag]; u.Bytes < truth[unassignedLabel]*(1-3*u.ErrorPercent/100) {
 		t.Errorf("unknown holds %.0f bytes, less than the unassigned stream's %.0f", u.Bytes, truth[unassignedLabel])
 	}
 	within := math.Abs(errFrac) <= bound

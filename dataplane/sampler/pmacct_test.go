@@ -29,7 +29,7 @@ func TestPmacctInterop(t *testing.T) {
 		add rule ip6 acct in ip6 flowlabel %d counter`, assignedLabel))
 	an, anAddr := startAnalyzer(t, nsA, analyzer.Options{AssignedTags: []scitag.Tag{{ExperimentID: 2, ActivityID: 9}}})
 
-	const rate = 20
+	const rate = 10
 	conf := filepath.Join(t.TempDir(), "pmacctd.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`daemonize: false
 pcap_interface: sa0
@@ -68,7 +68,10 @@ snaplen: 128
 
 	warmNeighbour(t, nsA, addrB)
 	startIperfServer(t, nsB, 5501)
-	if out, err := nsA.Command("iperf3", "-6", "-c", addrB.String(), "-p", "5501", "--flowlabel", strconv.Itoa(assignedLabel), "-t", "3").CombinedOutput(); err != nil {
+	if out, err := nsA.Command("iperf3", "-6", "-c", addrB.String(), "-p", "5501", "--flowlabel", strconv.Itoa(assignedLabel), "-t", "3",
+		// pmacct samples in user space, after libpcap: at full veth speed on a busy machine
+		// pcap drops packets (pmacct's bug to own, not the analyzer's), so the stream is paced.
+		"-b", "400M").CombinedOutput(); err != nil {
 		t.Fatalf("iperf3: %v\n%s", err, out)
 	}
 	time.Sleep(2 * time.Second) // sfprobe flushes its buffer
@@ -80,7 +83,7 @@ snaplen: 128
 	t.Logf("pmacct: %d datagrams (%d malformed: %v), %d flow samples; agents %+v", h.Datagrams, h.Malformed, h.MalformedByReason, h.FlowSamples, an.Agents())
 	want := truth[assignedLabel]
 	errFrac := (got.Bytes - want) / want
-	bound := analyzer.ErrorPercent(got.Samples) / 100
+	bound := got.ErrorPercent / 100
 	t.Logf("atlas.Debug estimate %.0f bytes from %d samples, truth %.0f: %+.2f%% (95%% bound %.2f%%)", got.Bytes, got.Samples, want, 100*errFrac, 100*bound)
 	if h.Datagrams == 0 || got.Samples < 200 {
 		pmLog, _ := os.ReadFile(logPath)

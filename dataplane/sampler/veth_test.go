@@ -210,7 +210,7 @@ func TestSamplerOnVeth(t *testing.T) {
 		}
 	}
 	truth := float64(packets * frame)
-	bound := analyzer.ErrorPercent(uint64(samples)) / 100
+	bound := 1.96 * math.Sqrt(1.0/float64(samples)) // equal frames
 	t.Logf("%d samples; estimate %.0f bytes, truth %.0f (%+.2f%%, bound %.2f%%)", samples, est, truth, 100*(est-truth)/truth, 100*bound)
 	if math.Abs(est-truth)/truth > 2.5*bound {
 		t.Errorf("analyzer estimate %.0f, truth %.0f", est, truth)
