@@ -30,7 +30,7 @@ func (a *Analyzer) Collector() prometheus.Collector {
 		a:              a,
 		networksBps:    d("scitag_networks_bps", "Estimated bits per second of a tagged flow (source, destination, scitag), as sFlow-RT's scitags application exports it.", "src", "dst", "scitag"),
 		tagBps:         d("scitunnel_sflow_tag_bits_per_second", "Estimated bits per second per tag over the window (scitag=\"unknown\" for untagged traffic).", "scitag"),
-		tagErr:         d("scitunnel_sflow_tag_error_percent", "95% error bound of scitunnel_sflow_tag_bits_per_second, 196*sqrt(1/samples).", "scitag"),
+		tagErr:         d("scitunnel_sflow_tag_error_percent", "95% error bound of scitunnel_sflow_tag_bits_per_second in percent: 196*sqrt(1/samples) for equal frames, wider for mixed frame sizes.", "scitag"),
 		tagSamples:     d("scitunnel_sflow_tag_window_samples", "Samples behind the tag's estimate in the window.", "scitag"),
 		tagBytes:       d("scitunnel_sflow_tag_bytes_total", "Estimated bytes per tag since the analyzer started.", "scitag"),
 		datagrams:      d("scitunnel_sflow_datagrams_total", "sFlow datagrams decoded."),
