@@ -347,8 +347,9 @@ func (e *exporter) flow(smp sample) {
 // pool is the data source's sample pool: the packets that passed the interface since the
 // sampler started, from the kernel's interface counters. (PACKET_STATISTICS cannot give it: the
 // socket only ever sees, and counts, the packets the filter kept.) The counters count skbs on
-// veth and loopback, as the tap does; a NIC that counts TSO segments makes the pool larger (re-read at most every 10 ms, so a busy
-// sampler reads sysfs at most 100 times a second per interface).
+// veth and loopback, as the tap does; a NIC that counts TSO segments makes the pool larger.
+// They are re-read at most every 10 ms, so a busy sampler reads sysfs at most 100 times a
+// second per interface.
 func (e *exporter) pool(src *dataSource) uint32 {
 	now := time.Now().UnixNano()
 	if now-src.poolStamp.Load() > int64(10*time.Millisecond) {
