@@ -31,7 +31,9 @@ type TagRate struct {
 	ActivityID   int    `json:"activityId"`
 	// BitsPerSecond is the estimated rate over the window.
 	BitsPerSecond float64 `json:"bitsPerSecond"`
-	// ErrorPercent is the 95% error bound, 196*sqrt(1/Samples).
+	// ErrorPercent is the 95% error bound of BitsPerSecond. With equal frame sizes it is
+	// 196*sqrt(1/Samples); the analyzer widens it by the spread of the sampled frame sizes
+	// (offload super-frames beside ACKs), which the plain formula would understate.
 	ErrorPercent float64 `json:"errorPercent"`
 	// Bytes is the estimated total since the analyzer started.
 	Bytes uint64 `json:"bytes"`
