@@ -519,6 +519,25 @@ var _ = Describe("A tunnel between a producer and a consumer", Ordered, func() {
 			record("new connections flow after deleting the "+victim+" pod", time.Since(deleted))
 			GinkgoWriter.Printf("%d attempts\n", attempts)
 
+			// ...and not only through the old pod while it drains: within the same 10 s the
+			// replacement carries them (its own byte counters show our test's connections).
+			Eventually(func(g Gomega) {
+				actx, cancel := context.WithTimeout(ctx, 4*time.Second)
+				defer cancel()
+				res, err := loadgenRun(actx, consumer, "get", "--connect", consumerAddr(1), "--bytes", "1M")
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(res.Verified).To(BeTrue(), "%+v", res.Connections)
+				var carried uint64
+				for _, p := range proxyPods(victim) {
+					if p.Name != pods[0].Name {
+						carried += payloadBytes(p)
+					}
+				}
+				g.Expect(carried).To(BeNumerically(">", 0), "the replacement of %s has carried nothing yet", pods[0].Name)
+			}, time.Until(deleted.Add(10*time.Second)), 250*time.Millisecond).Should(Succeed(),
+				"the replacement of %s carried no connection within 10 s of the deletion", pods[0].Name)
+			record("the replacement "+victim+" pod carries new connections", time.Since(deleted))
+
 			res, _ := bg.wait()
 			noCorruption(res)
 			GinkgoWriter.Printf("the stream across the deletion: %d bytes, %+v\n", res.Bytes, res.Connections)
