@@ -85,7 +85,7 @@ var _ = Describe("Conditions, live throughput and printer columns", Ordered, fun
 			report.ProxyStatus{Tunnel: ns + "/live", Ready: true, ActiveConnections: 3,
 				FlowLabel: report.FlowLabelStatus{Applied: true, Reason: "Marked", Label: 65600}},
 			report.TagTotals{WindowSeconds: 10, Updated: now, Tags: []report.TagRate{
-				{Tag: "atlas.Production_Output", ExperimentID: 2, ActivityID: 16, BitsPerSecond: 1.2e9, ErrorPercent: 1.96, Bytes: 15e9, Samples: 10000, Flows: 3},
+				{Tag: "atlas.Production_Output", ExperimentID: 2, ActivityID: 16, BitsPerSecond: 1.2e9, ErrorPercent: 3.3, Bytes: 15e9, Samples: 10000, Flows: 3},
 				{Tag: "unknown", BitsPerSecond: 2e6, ErrorPercent: 19.6, Bytes: 1e6, Samples: 100},
 			}})
 		readyPod(t, "live-pod-a")
@@ -94,7 +94,7 @@ var _ = Describe("Conditions, live throughput and printer columns", Ordered, fun
 			tp := t.Status.Throughput[0]
 			g.Expect(tp.Tag).To(Equal("atlas.Production_Output"))
 			g.Expect(tp.BitsPerSecond).To(BeEquivalentTo(1200000000))
-			g.Expect(tp.ErrorPercent).To(BeEquivalentTo(2)) // 1.96 rounded up
+			g.Expect(tp.ErrorPercent).To(BeEquivalentTo(4)) // the analyzer's 3.3, rounded up
 			g.Expect(tp.Bytes).To(BeEquivalentTo(15000000000))
 			g.Expect(tp.Samples).To(BeEquivalentTo(10000))
 			g.Expect(tp.LastUpdate.Time.Equal(now)).To(BeTrue())
@@ -108,7 +108,8 @@ var _ = Describe("Conditions, live throughput and printer columns", Ordered, fun
 		eventually(t, func(g Gomega) {
 			g.Expect(t.Status.Throughput[0].BitsPerSecond).To(BeEquivalentTo(2400000000))
 			g.Expect(t.Status.Throughput[0].Samples).To(BeEquivalentTo(20000))
-			g.Expect(t.Status.Throughput[0].ErrorPercent).To(BeEquivalentTo(2)) // 196/sqrt(20000)=1.39
+			// independent pods: 3.3/sqrt(2) = 2.33, rounded up (not 196/sqrt(20000) = 1.39)
+			g.Expect(t.Status.Throughput[0].ErrorPercent).To(BeEquivalentTo(3))
 			g.Expect(t.Status.ThroughputSummary).To(Equal("2.4 Gbit/s"))
 			g.Expect(t.Status.ActiveConnections).To(BeEquivalentTo(6))
 		})

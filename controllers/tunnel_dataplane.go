@@ -158,12 +158,14 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-// aggregateThroughput sums each tag over the pods. The error bound is recomputed from the
-// summed samples (196*sqrt(1/samples) percent, rounded up). The summary is the tunnel's own
-// tag when it has one, else everything measured.
+// aggregateThroughput sums each tag over the pods. Each pod's analyzer reports its own 95%
+// bound (widened for mixed frame sizes, which 196*sqrt(1/samples) would understate); the pods
+// sample independently, so the bound of the sum is the root of the summed squared absolute
+// bounds. The summary is the tunnel's own tag when it has one, else everything measured.
 func aggregateThroughput(reports []podReports, tag *scitunnelv1.ResolvedScitag) ([]scitunnelv1.TagThroughput, string) {
 	type acc struct {
 		bps            float64
+		errVariance    float64 // sum over pods of (absolute 95% bound in bit/s)^2
 		bytes, samples uint64
 		last           time.Time
 	}
@@ -179,6 +181,8 @@ func aggregateThroughput(reports []podReports, tag *scitunnelv1.ResolvedScitag) 
 				byTag[tr.Tag] = a
 			}
 			a.bps += tr.BitsPerSecond
+			abs := tr.ErrorPercent / 100 * tr.BitsPerSecond
+			a.errVariance += abs * abs
 			a.bytes += tr.Bytes
 			a.samples += tr.Samples
 			if rep.tags.Updated.After(a.last) {
@@ -192,7 +196,7 @@ func aggregateThroughput(reports []podReports, tag *scitunnelv1.ResolvedScitag) 
 		tt := scitunnelv1.TagThroughput{
 			Tag:           name,
 			BitsPerSecond: int64(math.Round(a.bps)),
-			ErrorPercent:  errorPercent(a.samples),
+			ErrorPercent:  combinedErrorPercent(a.bps, a.errVariance, a.samples),
 			Bytes:         clampInt64(a.bytes),
 			Samples:       clampInt64(a.samples),
 		}
@@ -220,12 +224,17 @@ func aggregateThroughput(reports []podReports, tag *scitunnelv1.ResolvedScitag) 
 	return out, FormatBitRate(total)
 }
 
-// errorPercent is the 95% error bound of a sampled estimate, rounded up; 100 without samples.
-func errorPercent(samples uint64) int32 {
-	if samples == 0 {
+// combinedErrorPercent is the 95% bound of a rate summed over pods, in percent rounded up:
+// 100 without samples or rate (nothing is known), capped at 100 otherwise.
+func combinedErrorPercent(bps, errVariance float64, samples uint64) int32 {
+	if samples == 0 || bps <= 0 {
 		return 100
 	}
-	return int32(math.Ceil(196 * math.Sqrt(1/float64(samples))))
+	pct := math.Ceil(100 * math.Sqrt(errVariance) / bps)
+	if math.IsNaN(pct) || pct > 100 {
+		return 100
+	}
+	return int32(max(pct, 1))
 }
 
 func clampInt64(v uint64) int64 {

@@ -46,13 +46,24 @@ func TestFormatPorts(t *testing.T) {
 	}
 }
 
-func TestErrorPercent(t *testing.T) {
+func TestCombinedErrorPercent(t *testing.T) {
+	abs := func(pct, bps float64) float64 { return pct / 100 * bps }
 	for _, c := range []struct {
-		samples uint64
-		want    int32
-	}{{0, 100}, {1, 196}, {100, 20}, {10000, 2}, {20000, 2}, {384160, 1}} {
-		if got := errorPercent(c.samples); got != c.want {
-			t.Errorf("errorPercent(%d) = %d, want %d", c.samples, got, c.want)
+		name        string
+		bps, errVar float64
+		samples     uint64
+		want        int32
+	}{
+		{"no samples", 1e9, 0, 0, 100},
+		{"no rate", 0, 0, 10, 100},
+		{"one pod keeps its analyzer's bound, rounded up", 1e9, abs(3.3, 1e9) * abs(3.3, 1e9), 10000, 4},
+		{"two equal pods: the bound shrinks by sqrt(2)", 2e9, 2 * abs(3.3, 1e9) * abs(3.3, 1e9), 20000, 3},
+		{"a small noisy pod beside a large precise one", 1.1e9, abs(2, 1e9)*abs(2, 1e9) + abs(50, 1e8)*abs(50, 1e8), 10100, 5},
+		{"capped at 100", 1e6, abs(400, 1e6) * abs(400, 1e6), 1, 100},
+		{"never below 1", 1e9, 0, 1e9, 1},
+	} {
+		if got := combinedErrorPercent(c.bps, c.errVar, c.samples); got != c.want {
+			t.Errorf("%s: combinedErrorPercent = %d, want %d", c.name, got, c.want)
 		}
 	}
 }

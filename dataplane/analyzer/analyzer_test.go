@@ -128,10 +128,16 @@ func TestEstimateAndWindow(t *testing.T) {
 	if len(flows.Flows) != 1 || flows.Flows[0].Src != "fd00::1" || flows.Flows[0].Dst != "fd00::2" || flows.Flows[0].Label != "0x10024" {
 		t.Errorf("flows %+v", flows)
 	}
-	// The window slides: 11 s later nothing is left in it, and the flow is forgotten.
+	// The window slides: 11 s later nothing is left in it, and the flow is forgotten; the tag
+	// stays listed, idle, with its total (the status keeps showing the bytes carried).
 	clk.advance(11 * time.Second)
-	if _, _, ok := tagRate(t, a, "atlas.Debug"); ok {
-		t.Error("tag still reported after the window passed")
+	for _, r := range a.Tags().Tags {
+		if r.Tag == "atlas.Debug" && (r.BitsPerSecond != 0 || r.Samples != 0 || r.ErrorPercent != 100 || r.Bytes != 200*1500*100 || r.Flows != 0) {
+			t.Errorf("idle tag reported as %+v, want 0 bit/s, 0 samples, 100%% bound, its total bytes", r)
+		}
+	}
+	if _, _, ok := tagRate(t, a, "atlas.Debug"); !ok {
+		t.Error("idle tag dropped from the report")
 	}
 	_ = a.Ingest(ag.datagram(100, 1500, frame(hostB, hostA, 0, 1, 2)))
 	if n := len(a.Flows(0).Flows); n != 1 {

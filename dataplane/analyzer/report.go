@@ -62,7 +62,9 @@ func (a *Analyzer) tagName(k tagKey) string {
 	return scitag.Tag{ExperimentID: exp, ActivityID: act}.String()
 }
 
-// Tags returns the per-tag totals of the window: the contract the controller reads.
+// Tags returns the per-tag rates of the window and totals since start: the contract the
+// controller reads. A tag seen once stays listed, at 0 bit/s while idle, so its total bytes do
+// not vanish from the tunnel's status when its traffic pauses.
 func (a *Analyzer) Tags() report.TagTotals {
 	now := a.opt.Now()
 	a.mu.Lock()
@@ -80,9 +82,6 @@ func (a *Analyzer) Tags() report.TagTotals {
 			continue
 		}
 		bytes, sq, c := t.sum(epoch)
-		if c == 0 {
-			continue
-		}
 		k := tagKey(i)
 		exp, act := k.ids()
 		out.Tags = append(out.Tags, report.TagRate{

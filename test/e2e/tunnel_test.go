@@ -243,6 +243,8 @@ var _ = Describe("A tunnel between a producer and a consumer", Ordered, func() {
 			payloadBefore   uint64
 			analyzerErrPct  float64
 			analyzerSamples uint64
+			statusBefore    int64
+			statusErrPct    int32
 		}
 		pods := map[string]*podTruth{}
 		for _, name := range []string{inbound, outbound} {
@@ -250,6 +252,21 @@ var _ = Describe("A tunnel between a producer and a consumer", Ordered, func() {
 			Expect(ps).To(HaveLen(1), "%s proxy pods", name)
 			pods[name] = &podTruth{pod: ps[0]}
 		}
+		// The previous spec's traffic must have left the status first: otherwise its rate,
+		// still inside the analyzers' window, would pass the 15 s check below on its own.
+		Eventually(func(g Gomega) {
+			for _, name := range []string{inbound, outbound} {
+				if tt := tagThroughput(getTunnel(name)); tt != nil {
+					g.Expect(tt.BitsPerSecond).To(BeZero(), "%s: %s still shows the previous traffic", name, tag)
+				}
+			}
+		}, 90*time.Second, time.Second).Should(Succeed(), "the status never showed the tunnels idle")
+		for name, pt := range pods {
+			if tt := tagThroughput(getTunnel(name)); tt != nil {
+				pt.statusBefore = tt.Bytes
+			}
+		}
+
 		cctx, stopCaptures := context.WithTimeout(ctx, 3*time.Minute)
 		defer stopCaptures()
 		if iface != "" {
@@ -297,6 +314,12 @@ var _ = Describe("A tunnel between a producer and a consumer", Ordered, func() {
 			tr := analyzerTag(pt.pod)
 			pt.analyzerErrPct, pt.analyzerSamples = tr.ErrorPercent, tr.Samples
 			GinkgoWriter.Printf("%s at 25 s: %.0f Mbit/s ±%.1f%% (%d samples in the window)\n", name, tr.BitsPerSecond/1e6, tr.ErrorPercent, tr.Samples)
+			// What kubectl shows beside the figure: the bound the controller derived from the
+			// analyzers' (it may lag one poll behind; the rounding-up covers that).
+			tt := tagThroughput(getTunnel(name))
+			Expect(tt).NotTo(BeNil(), "%s: no throughput for %s in status during the run", name, tag)
+			pt.statusErrPct = tt.ErrorPercent
+			GinkgoWriter.Printf("%s status at 25 s: %d bit/s ±%d%%\n", name, tt.BitsPerSecond, tt.ErrorPercent)
 		}
 		res, err := bg.wait()
 		Expect(err).NotTo(HaveOccurred())
@@ -317,12 +340,14 @@ var _ = Describe("A tunnel between a producer and a consumer", Ordered, func() {
 		}
 
 		// The status carries the analyzers' figures: the tunnel's bytes reach their sum.
+		statusAfter := map[string]int64{}
 		for name := range pods {
 			Eventually(func() int64 {
 				tt := tagThroughput(getTunnel(name))
 				if tt == nil {
 					return -1
 				}
+				statusAfter[name] = tt.Bytes
 				return tt.Bytes
 			}, 30*time.Second, time.Second).Should(BeNumerically(">=", after[name]), "%s: status.throughput bytes lag the analyzer's", name)
 		}
@@ -368,6 +393,12 @@ var _ = Describe("A tunnel between a producer and a consumer", Ordered, func() {
 			failures = append(failures, InterceptGomegaFailures(func() {
 				Expect(float64(est)).To(BeNumerically(">=", lo), "%s: the sFlow estimate %d is below the true %d bytes on the wire by more than its %.1f%% bound", name, est, wire.Bytes, pt.analyzerErrPct)
 				Expect(float64(est)).To(BeNumerically("<=", hi), "%s: the sFlow estimate %d exceeds the true %d bytes on the wire by more than its %.1f%% bound", name, est, wire.Bytes, pt.analyzerErrPct)
+				// And as the user sees it: the status's bytes for the run, within the status's bound.
+				shown := float64(statusAfter[name] - pt.statusBefore)
+				se := float64(pt.statusErrPct) / 100
+				GinkgoWriter.Printf("%s: status shows %.0f bytes for the run, ±%d%%\n", name, shown, pt.statusErrPct)
+				Expect(shown).To(BeNumerically("~", float64(wire.Bytes), se*float64(wire.Bytes)),
+					"%s: status.throughput shows %.0f bytes for the run, but %d tagged bytes crossed the wire: outside its ±%d%% bound", name, shown, wire.Bytes, pt.statusErrPct)
 				// 15% leeway: kappa of the window's frames differs a little from the whole run's.
 				Expect(implied).To(BeNumerically(">=", 0.85*kappa),
 					"%s: the analyzer's 95%% bound ±%.1f%% from %d samples treats every frame as the same size, but the tagged frames' sizes spread by kappa=%.2f (sqrt(E[s^2])/E[s], from the capture): the bound for this traffic is ±%.1f%%, so its estimates fall outside the reported bound far more often than 5%% of the time",
