@@ -71,7 +71,8 @@ var _ = Describe("ScitagPolicy", func() {
 			g.Expect(t.Status.Scitag).NotTo(BeNil())
 			g.Expect(t.Status.Scitag.Source).To(Equal("ScitagPolicy/atlas-po"))
 			g.Expect(t.Status.Scitag.FlowLabel).To(BeEquivalentTo(65600))
-			g.Expect(proxyConfig(g, t).Scitag).To(Equal(&config.Scitag{ExperimentID: 2, ActivityID: 16, Name: "atlas.Production_Output"}))
+			g.Expect(t.Status.Scitag.Entropy).To(BeTrue(), "entropy is on by default")
+			g.Expect(proxyConfig(g, t).Scitag).To(Equal(&config.Scitag{ExperimentID: 2, ActivityID: 16, Name: "atlas.Production_Output", Entropy: true}))
 		})
 
 		By("a second policy selecting the same tunnel is a conflict; the older one keeps applying")
@@ -212,7 +213,7 @@ var _ = Describe("ScitagPolicy", func() {
 		before := hits.Load()
 		Eventually(func(g Gomega) {
 			g.Expect(k8sClient.Get(ctx, key(p), p)).To(Succeed())
-			p.Spec.Entropy = ptr(true) // a spec change forces a refetch
+			p.Spec.Entropy = ptr(false) // a spec change forces a refetch
 			g.Expect(k8sClient.Update(ctx, p)).To(Succeed())
 		}, timeout, interval).Should(Succeed())
 		eventually(p, func(g Gomega) {
@@ -222,7 +223,7 @@ var _ = Describe("ScitagPolicy", func() {
 			g.Expect(*p.Status.ExperimentID).To(BeEquivalentTo(300))
 		})
 		Expect(hits.Load()).To(BeNumerically(">", before))
-		eventually(t, func(g Gomega) { g.Expect(t.Status.Scitag.Entropy).To(BeTrue()) })
+		eventually(t, func(g Gomega) { g.Expect(t.Status.Scitag.Entropy).To(BeFalse()) })
 	})
 
 	It("reads the registry from a ConfigMap, and falls back to the snapshot until it exists", func() {

@@ -63,7 +63,7 @@ var _ = Describe("StreamTunnel children", func() {
 			g.Expect(c.TLS.CertFile).To(Equal("/etc/scitunnel/tls/tls.crt"))
 			g.Expect(c.TLS.AllowedSANs).To(ContainElements("spiffe://partner/consumer",
 				"spiffe://test.scitunnel/ns/"+ns+"/streamtunnel/detector/bundle"))
-			g.Expect(c.Scitag).To(Equal(&config.Scitag{ExperimentID: 2, ActivityID: 16, Name: "atlas.Production_Output"}))
+			g.Expect(c.Scitag).To(Equal(&config.Scitag{ExperimentID: 2, ActivityID: 16, Name: "atlas.Production_Output", Entropy: true}), "entropy on by default")
 			g.Expect(c.Telemetry.SamplingRate).To(Equal(512))
 			g.Expect(c.Telemetry.Collectors).To(Equal([]string{"sflow-rt.monitoring:6343"}))
 			g.Expect(c.Telemetry.AssignedTags).To(Equal([]string{"2.16"}))

@@ -104,7 +104,7 @@ func (r *StreamTunnelReconciler) reconcileScitag(ctx context.Context, s *tunnelS
 			s.degrade("TagUnresolved", msg)
 			return nil
 		}
-		s.tag = resolved(tag, sc.Entropy != nil && *sc.Entropy, "inline")
+		s.tag = resolved(tag, sc.Entropy == nil || *sc.Entropy, "inline")
 		t.Status.Scitag = s.tag
 		return nil
 	}
@@ -157,7 +157,7 @@ func (r *StreamTunnelReconciler) reconcileScitag(ctx context.Context, s *tunnelS
 		ExperimentName: policy.Status.ExperimentName,
 		ActivityName:   policy.Status.ActivityName,
 	}
-	entropy := policy.Spec.Entropy != nil && *policy.Spec.Entropy
+	entropy := policy.Spec.Entropy == nil || *policy.Spec.Entropy // default on
 	if sc := t.Spec.Scitag; sc != nil && sc.Entropy != nil {
 		entropy = *sc.Entropy
 	}

@@ -24,7 +24,9 @@ type ScitagPolicySpec struct {
 	// +optional
 	TunnelSelector *metav1.LabelSelector `json:"tunnelSelector,omitempty"`
 
-	// entropy fills the five entropy bits of the label per connection. Default off.
+	// entropy fills the five entropy bits of the label with fresh random bits per connection, so
+	// parallel streams spread over ECMP paths (the tag bits never change). Default on; set false
+	// where a network's analysis expects the bare tag label.
 	// +optional
 	Entropy *bool `json:"entropy,omitempty"`
 

@@ -364,7 +364,8 @@ type TunnelScitag struct {
 	// activity name or id (e.g. "Production Output" or "16").
 	// +optional
 	Activity ActivityRef `json:"activity,omitempty"`
-	// entropy fills the label's five entropy bits per connection (ECMP spreading). Default off.
+	// entropy fills the label's five entropy bits with fresh random bits per connection (ECMP
+	// spreading). Overrides the ScitagPolicy's setting. Default on.
 	// +optional
 	Entropy *bool `json:"entropy,omitempty"`
 }
@@ -571,7 +572,9 @@ type TagThroughput struct {
 	Tag string `json:"tag"`
 	// bitsPerSecond estimated over the analyzer's window.
 	BitsPerSecond int64 `json:"bitsPerSecond"`
-	// errorPercent is the 95% error bound of the estimate, rounded up (196*sqrt(1/samples)).
+	// errorPercent is the 95% error bound of bitsPerSecond in percent, rounded up: the analyzers'
+	// own bounds (196*sqrt(1/samples) for equal frame sizes, wider when sizes spread) combined
+	// over the pods; 100 when nothing was sampled.
 	ErrorPercent int32 `json:"errorPercent"`
 	// bytes estimated since the analyzers started.
 	Bytes int64 `json:"bytes"`
