@@ -56,7 +56,7 @@ func newMetrics(tunnel string) *metrics {
 		}, []string{"direction"}),
 		datagramDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scitunnel_proxy_udp_dropped_total", ConstLabels: constLabels,
-			Help: "UDP datagrams dropped, by reason: too_large (above maxDatagramSize), queue_full (a session still connecting), write_failed.",
+			Help: "UDP datagrams dropped, by reason: too_large (above maxDatagramSize), queue_full (a session still connecting), write_failed, draining (a new source during shutdown).",
 		}, []string{"reason"}),
 		configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scitunnel_proxy_config_reloads_total", ConstLabels: constLabels,

@@ -63,9 +63,12 @@ type Proxy struct {
 	mu        sync.Mutex
 	listeners map[int]io.Closer // by listen port
 	serving   bool
-	draining  bool           // Run's context ended: no listener opens again
-	wg        sync.WaitGroup // accept loops and connection handlers
-	ctx       context.Context
+	draining  bool // Run's context ended: no listener opens again
+	// noNewSessions is set at the drain's start: UDP listeners stay open for the sessions they
+	// carry (their socket is the reply path) but start no new ones. Atomic: read per datagram.
+	noNewSessions atomic.Bool
+	wg            sync.WaitGroup // accept loops and connection handlers
+	ctx           context.Context
 }
 
 // New validates cfg, loads the certificates and binds every listener. Either all of that
@@ -218,6 +221,21 @@ func reflectListener(ln net.Listener) error {
 	return flowlabel.ReflectAccepted(rc)
 }
 
+// closeStreamListeners closes the TCP listeners for the drain and returns the UDP sockets,
+// which active UDP sessions still send their replies through. Called with p.mu held.
+func (p *Proxy) closeStreamListeners() []io.Closer {
+	var udp []io.Closer
+	for port, l := range p.listeners {
+		if _, ok := l.(net.PacketConn); ok {
+			udp = append(udp, l)
+		} else {
+			l.Close()
+		}
+		delete(p.listeners, port)
+	}
+	return udp
+}
+
 func (p *Proxy) closeListeners() {
 	for port, l := range p.listeners {
 		l.Close()
@@ -268,12 +286,17 @@ func (p *Proxy) Run(ctx context.Context) error {
 	<-ctx.Done()
 	drain := p.cfg.Load().DrainTimeout.Duration
 	p.log.Info("draining: no new connections", "active", p.conns.activeCount(), "deadline", drain)
+	p.noNewSessions.Store(true)
 	p.mu.Lock()
 	p.draining = true
-	p.closeListeners()
+	udp := p.closeStreamListeners()
 	p.mu.Unlock()
 	if cut := p.conns.waitIdle(time.Now().Add(drain)); cut > 0 {
 		p.log.Warn("drain deadline passed; connections cut", "cut", cut)
+	}
+	// Every session has ended (or was cut): the UDP sockets can go, and their loops with them.
+	for _, pc := range udp {
+		pc.Close()
 	}
 	p.wg.Wait()
 	p.fireflies.Load().Close()

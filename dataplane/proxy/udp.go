@@ -37,6 +37,11 @@ import (
 // the tunnel sets its own idle timeout. UDP has no close, so some timeout is needed.
 const udpSessionIdle = 2 * time.Minute
 
+// udpDrainIdle ends a session during the drain once it has been quiet this long: UDP never says
+// it is done, so a session still exchanging datagrams is carried to the drain's deadline and a
+// quiet one lets the pod stop early.
+const udpDrainIdle = 3 * time.Second
+
 // udpQueue is how many datagrams a session buffers while its path to the target is being set
 // up; beyond that, datagrams are dropped and counted, as a congested router would.
 const udpQueue = 1024
@@ -67,6 +72,11 @@ func (p *Proxy) datagramLoop(port int, pc *net.UDPConn) {
 		}
 		mu.Lock()
 		s, ok := sessions[src]
+		if !ok && p.noNewSessions.Load() {
+			mu.Unlock()
+			p.metrics.datagramDrops.WithLabelValues("draining").Inc()
+			continue
+		}
 		if !ok {
 			route, found := routeFor(cfg, port)
 			if !found {
@@ -198,7 +208,7 @@ func (s *udpSession) run() {
 
 // datagramsToTarget forwards the session's queue until idle or closed.
 func (s *udpSession) datagramsToTarget(up net.Conn, framed bool, cnt *byteCounter, idle time.Duration) {
-	tick := time.NewTicker(max(idle/4, 10*time.Millisecond))
+	tick := time.NewTicker(min(max(idle/4, 10*time.Millisecond), 500*time.Millisecond))
 	defer tick.Stop()
 	defer s.close()
 	var fw *frameWriter
@@ -210,7 +220,8 @@ func (s *udpSession) datagramsToTarget(up net.Conn, framed bool, cnt *byteCounte
 		case <-s.done:
 			return
 		case <-tick.C:
-			if s.idleFor() > idle {
+			quiet := s.idleFor()
+			if quiet > idle || (s.p.noNewSessions.Load() && quiet > udpDrainIdle) {
 				return
 			}
 		case b := <-s.queue:

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -267,5 +268,83 @@ func TestFirefliesToPeer(t *testing.T) {
 	// The inbound end's flow is its connection to the producer, the peer that got the firefly.
 	if m.Context.ExperimentID != 5 || m.Context.ActivityID != 12 || m.FlowID.DstPort != uint16(netip.MustParseAddrPort(prod.addr).Port()) {
 		t.Fatalf("firefly %+v", m)
+	}
+}
+
+// SIGTERM with UDP sessions open: the sessions carry on through the drain (their listener is
+// also their reply path), a new source starts none, and once they are quiet the end stops
+// without waiting for the deadline.
+func TestUDPDrainKeepsSessionsAndRefusesNewOnes(t *testing.T) {
+	target := udpEcho(t)
+	port := freePort(t)
+	cfg := &config.Config{Tunnel: "t/udp-drain", Role: config.Outbound, Protocol: config.UDP, UDPTransport: config.UDPPlain,
+		Routes: []config.Route{{ListenPort: port, Target: target}}, DrainTimeout: config.Duration{Duration: 20 * time.Second}}
+	p, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	waitReady(t, p)
+
+	roundTrip := func(c net.Conn, msg string) error {
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return err
+		}
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		if err != nil {
+			return err
+		}
+		if string(buf[:n]) != msg {
+			return fmt.Errorf("got %q back, want %q", buf[:n], msg)
+		}
+		return nil
+	}
+	active, err := net.Dial("udp", hostPort("::1", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer active.Close()
+	if err := roundTrip(active, "before"); err != nil {
+		t.Fatal(err)
+	}
+
+	cancel() // SIGTERM
+	drainStart := time.Now()
+	eventually(t, "the drain to start", 2*time.Second, func() bool { return p.noNewSessions.Load() })
+	// The open session keeps working for longer than a quiet one would be kept.
+	for i := range 5 {
+		if err := roundTrip(active, fmt.Sprintf("during %d", i)); err != nil {
+			t.Fatalf("the open UDP session broke during the drain: %v", err)
+		}
+		time.Sleep(udpDrainIdle / 2)
+	}
+	newcomer, err := net.Dial("udp", hostPort("::1", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newcomer.Close()
+	if err := roundTrip(newcomer, "new"); err == nil {
+		t.Error("a new UDP source got a session during the drain")
+	}
+	eventually(t, "the new source's datagram counted as dropped", 2*time.Second, func() bool {
+		return counterValue(t, p, "scitunnel_proxy_udp_dropped_total", map[string]string{"reason": "draining"}) >= 1
+	})
+
+	// Quiet now: the end stops soon, long before the 20 s deadline.
+	select {
+	case <-done:
+	case <-time.After(udpDrainIdle + 5*time.Second):
+		t.Fatal("Run still draining after the last session went quiet")
+	}
+	if took := time.Since(drainStart); took > 15*time.Second {
+		t.Errorf("drain took %v; a quiet session should not hold it to the deadline", took)
+	}
+	if err := roundTrip(active, "after"); err == nil {
+		t.Error("the session still answers after the end stopped")
 	}
 }
