@@ -51,6 +51,9 @@ K8S_BINARIES_ENV = K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) \
 	COREDNS_VERSION=$(COREDNS_VERSION) K8S_BIN_DIR=$(K8S_BIN_DIR)
 
 ## Images (tarballs for `ctr images import`; tags other than latest so IfNotPresent never pulls).
+# The manager fetches scitags registries over HTTPS: its image carries the build host's CAs
+# (Debian's ca-certificates).
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 IMAGES_DIR ?= $(LOCALBIN)/images
 IMG_TAG ?= $(VERSION)
 MANAGER_IMG ?= localhost/scitunnel/manager:$(IMG_TAG)
@@ -159,7 +162,7 @@ images: image-manager image-dataplane ## Pack the manager and data-plane images 
 image-manager: ## Pack bin/images/manager.tar ($(MANAGER_IMG)).
 	$(GO_BUILD_ENV) go build $(GO_BUILD_FLAGS) -o $(LOCALBIN)/manager ./cmd
 	go run ./hack/imagepack -o $(IMAGES_DIR)/manager.tar -t $(MANAGER_IMG) \
-		-entrypoint /manager $(LOCALBIN)/manager=/manager
+		-ca-bundle $(CA_BUNDLE) -entrypoint /manager $(LOCALBIN)/manager=/manager
 
 image-dataplane: ## Pack bin/images/dataplane.tar ($(DATAPLANE_IMG)).
 	$(GO_BUILD_ENV) go build $(GO_BUILD_FLAGS) -o $(LOCALBIN)/scitunnel ./cmd/scitunnel
@@ -208,7 +211,7 @@ cluster-smoke: ## Check the running local cluster: our image in a pod, dual-stac
 
 .PHONY: test-cluster
 test-cluster: image-dataplane ## The local cluster's lifecycle: up, smoke test, down, nothing left on the host.
-	@$(MAKE) --no-print-directory cluster-up
+	@$(MAKE) --no-print-directory cluster-up || { $(MAKE) --no-print-directory cluster-down; exit 1; }
 	@$(MAKE) --no-print-directory cluster-smoke || { $(MAKE) --no-print-directory cluster-down; exit 1; }
 	@$(MAKE) --no-print-directory cluster-down
 	@$(MAKE) --no-print-directory cluster-check-clean

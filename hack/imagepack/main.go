@@ -25,6 +25,7 @@ func main() {
 	entrypoint := flag.String("entrypoint", "", "absolute `path` of the program to run")
 	user := flag.String("user", fmt.Sprintf("%d:%d", NonRootUID, NonRootUID), "`uid:gid` the image runs as")
 	arch := flag.String("arch", runtime.GOARCH, "image architecture")
+	caBundle := flag.String("ca-bundle", "", "PEM `file` of trusted CAs to install at "+CABundlePath+" (for programs that call HTTPS servers)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: imagepack -o OUT.tar -t REF -entrypoint /PROG [flags] SRC=DST...\n")
 		flag.PrintDefaults()
@@ -38,7 +39,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	spec := Spec{Entrypoint: []string{*entrypoint}, User: *user, OS: "linux", Arch: *arch, Created: created}
+	spec := Spec{Entrypoint: []string{*entrypoint}, User: *user, OS: "linux", Arch: *arch, Created: created, CABundle: *caBundle}
 	for _, a := range flag.Args() {
 		src, dst, ok := strings.Cut(a, "=")
 		if !ok || src == "" || !strings.HasPrefix(dst, "/") {

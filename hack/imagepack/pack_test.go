@@ -159,6 +159,52 @@ func TestContents(t *testing.T) {
 	}
 }
 
+func TestCABundle(t *testing.T) {
+	dir := t.TempDir()
+	src := writeSrc(t, dir, "prog", "x")
+	pemFile := writeSrc(t, dir, "cas.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	s := spec(src)
+	s.CABundle = pemFile
+	img, err := Build(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	found := false
+	for tr := tar.NewReader(rc); ; {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Name == strings.TrimPrefix(CABundlePath, "/") {
+			data, _ := io.ReadAll(tr)
+			found = true
+			if !strings.Contains(string(data), "BEGIN CERTIFICATE") || h.Mode != 0o644 || h.Uid != 0 {
+				t.Errorf("CA bundle entry: mode %o uid %d, %d bytes", h.Mode, h.Uid, len(data))
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no %s in the layer", CABundlePath)
+	}
+
+	s.CABundle = src // not PEM
+	if _, err := Build(s); err == nil {
+		t.Error("a CA bundle without a certificate was accepted")
+	}
+}
+
 func TestRejectsConflictsAndBadRefs(t *testing.T) {
 	dir := t.TempDir()
 	src := writeSrc(t, dir, "prog", "x")
