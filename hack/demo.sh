@@ -47,7 +47,10 @@ export KUBECONFIG="${KUBECONFIG:-$ROOT/bin/cluster/kubeconfig}"
 up() {
 	mkdir -p "$STATE"
 	[[ $(id -u) == 0 || $mode_local == 0 ]] || die "the local cluster needs root (or set KUBECONFIG to another cluster)"
-	command -v iperf3 >/dev/null || die "iperf3 not found: apt-get install iperf3"
+	if ((mode_local)); then
+		# iperf3 and the local cluster's node runtime, from Debian, if missing.
+		"$ROOT/hack/debian-packages.sh" demo || die "the demo needs these Debian packages"
+	fi
 
 	step "building the images (Go build cache: seconds on a second run)"
 	"$MAKE" --no-print-directory images | sed 's/^/    /'
@@ -138,11 +141,17 @@ up() {
 			--duration "${DEMO_SECONDS}s" --parallel "$DEMO_STREAMS" >"$STATE/iperf3-client.log" 2>&1 &
 	fi
 	local client=$!
-	# Live: kubectl get tunnels every 5 s while the data flows.
+	# Live: kubectl get tunnels every 5 s while the data flows; remember whether both ends
+	# showed a measured rate (the demo fails if the sidecars never reported one).
+	rm -f "$STATE"/throughput-seen-*
 	while kill -0 "$client" 2>/dev/null; do
 		sleep 5
 		printf '\n    --- kubectl get tunnels (%ds into the transfer)\n' $((SECONDS - start_client))
 		kubectl -n "$NS" get tunnels | sed 's/^/    /'
+		for end in inbound outbound; do
+			kubectl -n "$NS" get streamtunnel "detector-$end" -o jsonpath='{.status.throughput[*].bitsPerSecond}' 2>/dev/null |
+				grep -Eq '[1-9]' && touch "$STATE/throughput-seen-$end"
+		done
 	done &
 	local watcher=$!
 	local rc=0
@@ -152,6 +161,10 @@ up() {
 	echo
 	sed 's/^/    /' "$STATE/iperf3-client.log" | tail -n 12
 	((rc == 0)) || die "the consumer failed (exit $rc): $STATE/iperf3-client.log"
+	for end in inbound outbound; do
+		[[ -f "$STATE/throughput-seen-$end" ]] ||
+			die "data flowed, but detector-$end never showed a measured throughput: kubectl describe streamtunnel detector-$end; kubectl logs deploy/detector-$end -c sflow"
+	done
 
 	step "kubectl get tunnels -o wide (per-tag throughput from the sFlow sidecars; flow label, connections)"
 	kubectl -n "$NS" get tunnels -o wide | sed 's/^/    /'

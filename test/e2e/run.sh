@@ -26,20 +26,6 @@ timed() {
 }
 
 started_cluster=0
-if [[ -n "${KUBECONFIG:-}" ]]; then
-	say "testing the cluster of KUBECONFIG=$KUBECONFIG with $MANAGER_IMG and $DATAPLANE_IMG"
-else
-	export KUBECONFIG="$ROOT/bin/cluster/kubeconfig"
-	timed "images (make images)" "$MAKE" --no-print-directory images
-	if [[ -f "$KUBECONFIG" ]] && "$KUBECTL" get --raw /readyz >/dev/null 2>&1; then
-		say "the local cluster is already up: reusing it (and leaving it up)"
-		timed "image import (make cluster-load-images)" "$MAKE" --no-print-directory cluster-load-images
-	else
-		started_cluster=1
-		timed "local cluster up (make cluster-up)" "$MAKE" --no-print-directory cluster-up
-	fi
-fi
-
 teardown() {
 	local rc=$?
 	if ((started_cluster)) && [[ "${E2E_KEEP_CLUSTER:-0}" != 1 ]]; then
@@ -55,6 +41,20 @@ teardown() {
 	exit "$rc"
 }
 trap teardown EXIT
+
+if [[ -n "${KUBECONFIG:-}" ]]; then
+	say "testing the cluster of KUBECONFIG=$KUBECONFIG with $MANAGER_IMG and $DATAPLANE_IMG"
+else
+	export KUBECONFIG="$ROOT/bin/cluster/kubeconfig"
+	timed "images (make images)" "$MAKE" --no-print-directory images
+	if [[ -f "$KUBECONFIG" ]] && "$KUBECTL" get --raw /readyz >/dev/null 2>&1; then
+		say "the local cluster is already up: reusing it (and leaving it up)"
+		timed "image import (make cluster-load-images)" "$MAKE" --no-print-directory cluster-load-images
+	else
+		started_cluster=1 # set first: a cluster-up that fails half-way is torn down too
+		timed "local cluster up (make cluster-up)" "$MAKE" --no-print-directory cluster-up
+	fi
+fi
 
 say "running the suite"
 # shellcheck disable=SC2086 # GINKGO_ARGS is a list of flags
