@@ -28,9 +28,16 @@ COPY --from=builder /out/manager /manager
 USER 65532:65532
 ENTRYPOINT ["/manager"]
 
+# The non-root sFlow sidecar gets NET_RAW from the binary's file capability, permitted but not
+# effective (the sampler raises it itself), so the binary also starts in containers without it.
+# BuildKit's COPY keeps the security.capability xattr.
+FROM builder AS dataplane-caps
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends libcap2-bin && \
+    setcap cap_net_raw=p /out/scitunnel && getcap /out/scitunnel
+
 # The data plane: proxy (`scitunnel run`), sFlow sidecar (`scitunnel sflow`), CLI. Last stage,
 # so a plain `docker build .` produces it.
 FROM gcr.io/distroless/static:nonroot AS dataplane
-COPY --from=builder /out/scitunnel /scitunnel
+COPY --from=dataplane-caps /out/scitunnel /scitunnel
 USER 65532:65532
 ENTRYPOINT ["/scitunnel"]

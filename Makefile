@@ -167,7 +167,7 @@ image-manager: ## Pack bin/images/manager.tar ($(MANAGER_IMG)).
 image-dataplane: ## Pack bin/images/dataplane.tar ($(DATAPLANE_IMG)).
 	$(GO_BUILD_ENV) go build $(GO_BUILD_FLAGS) -o $(LOCALBIN)/scitunnel ./cmd/scitunnel
 	go run ./hack/imagepack -o $(IMAGES_DIR)/dataplane.tar -t $(DATAPLANE_IMG) \
-		-entrypoint /scitunnel $(LOCALBIN)/scitunnel=/scitunnel
+		-cap-net-raw /scitunnel -entrypoint /scitunnel $(LOCALBIN)/scitunnel=/scitunnel
 
 .PHONY: cluster-images
 cluster-images: cluster-binaries ## Pack the local cluster's own images: pause and CoreDNS.

@@ -145,7 +145,10 @@ var _ = Describe("StreamTunnel children", func() {
 		Expect(sidecar.SecurityContext.Capabilities.Drop).To(Equal([]corev1.Capability{"ALL"}))
 		Expect(sidecar.SecurityContext.Capabilities.Add).To(Equal([]corev1.Capability{"NET_RAW"}))
 		Expect(*sidecar.SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
-		Expect(*sidecar.SecurityContext.AllowPrivilegeEscalation).To(BeFalse())
+		Expect(*sidecar.SecurityContext.RunAsNonRoot).To(BeTrue())
+		Expect(*sidecar.SecurityContext.RunAsUser).To(BeEquivalentTo(65532))
+		// NET_RAW reaches the non-root sampler through the binary's file capability.
+		Expect(*sidecar.SecurityContext.AllowPrivilegeEscalation).To(BeTrue())
 		Expect(sidecar.LivenessProbe.HTTPGet.Port.IntValue()).To(Equal(9091))
 		var tlsVol *corev1.Volume
 		for i := range pod.Volumes {

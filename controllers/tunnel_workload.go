@@ -546,28 +546,29 @@ func proxySecurityContext() *corev1ac.SecurityContextApplyConfiguration {
 
 // sflowSecurityContext is THE one place that decides the sFlow sidecar's privileges.
 //
-// The in-pod sampler opens an AF_PACKET socket, which needs CAP_NET_RAW. A non-root process
-// with allowPrivilegeEscalation=false gets no effective capabilities from the container's
-// capability set (containerd 1.6 sets no ambient capabilities), so adding NET_RAW to a
-// non-root container does not give the process NET_RAW. The sidecar therefore runs as uid 0,
-// with every capability dropped except NET_RAW, no privilege escalation, a read-only root
-// filesystem and seccomp RuntimeDefault. Being root in the container's user namespace with
-// only NET_RAW grants nothing else (no DAC_OVERRIDE, no SETUID, ...).
+// The in-pod sampler opens an AF_PACKET socket, which needs CAP_NET_RAW. The sidecar runs
+// non-root (uid 65532) like every other container, with every capability dropped except
+// NET_RAW, a read-only root filesystem and seccomp RuntimeDefault. Adding NET_RAW to a non-root
+// container only puts it in the bounding set (containerd sets no ambient capabilities), so the
+// image's /scitunnel carries the file capability cap_net_raw=p (hack/imagepack -cap-net-raw;
+// the Dockerfile's setcap) and the sampler raises it for the socket's creation alone
+// (dataplane/sampler). A file capability takes effect only without no_new_privs, hence
+// allowPrivilegeEscalation true in this container: nothing in the image is setuid or carries
+// any other capability, so it grants no more than NET_RAW.
 //
-// This is the only container outside Pod Security "restricted" (which forbids adding NET_RAW
-// and running as root). With telemetry.samplingRate 0 the sampler is off, and the sidecar
-// runs non-root with no capability, so the whole pod is "restricted". Whoever verifies this on
-// a real cluster adjusts it here and only here.
+// NET_RAW (and the escalation flag) put this container outside Pod Security "restricted". With
+// telemetry.samplingRate 0 the sampler is off, and the sidecar drops every capability with no
+// escalation, so the whole pod is "restricted". Whoever changes this changes it here and only
+// here.
 func sflowSecurityContext(sampling bool) *corev1ac.SecurityContextApplyConfiguration {
 	sc := corev1ac.SecurityContext().
-		WithAllowPrivilegeEscalation(false).
+		WithRunAsNonRoot(true).WithRunAsUser(dataPlaneUID).WithRunAsGroup(dataPlaneUID).
 		WithReadOnlyRootFilesystem(true).
 		WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))
 	if !sampling {
-		return sc.WithRunAsNonRoot(true).WithRunAsUser(dataPlaneUID).WithRunAsGroup(dataPlaneUID).
-			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL"))
+		return sc.WithAllowPrivilegeEscalation(false).WithCapabilities(corev1ac.Capabilities().WithDrop("ALL"))
 	}
-	return sc.WithRunAsNonRoot(false).WithRunAsUser(0).WithRunAsGroup(dataPlaneUID).
+	return sc.WithAllowPrivilegeEscalation(true).
 		WithCapabilities(corev1ac.Capabilities().WithDrop("ALL").WithAdd("NET_RAW"))
 }
 

@@ -143,11 +143,12 @@ func TestResolveInlineVectors(t *testing.T) {
 
 func TestSidecarPrivilegesFollowSampling(t *testing.T) {
 	on := sflowSecurityContext(true)
-	if len(on.Capabilities.Add) != 1 || on.Capabilities.Add[0] != "NET_RAW" || *on.RunAsUser != 0 || *on.AllowPrivilegeEscalation {
+	if len(on.Capabilities.Add) != 1 || on.Capabilities.Add[0] != "NET_RAW" || !*on.RunAsNonRoot || *on.RunAsUser != dataPlaneUID ||
+		!*on.AllowPrivilegeEscalation { // the binary's file capability needs it (no no_new_privs)
 		t.Errorf("sampling sidecar: %+v", on)
 	}
 	off := sflowSecurityContext(false)
-	if len(off.Capabilities.Add) != 0 || !*off.RunAsNonRoot || *off.RunAsUser != dataPlaneUID {
+	if len(off.Capabilities.Add) != 0 || !*off.RunAsNonRoot || *off.RunAsUser != dataPlaneUID || *off.AllowPrivilegeEscalation {
 		t.Errorf("analyzer-only sidecar: %+v", off)
 	}
 }

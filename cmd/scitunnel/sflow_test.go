@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/scitunnel/scitunnel/dataplane/netnstest"
 	"github.com/scitunnel/scitunnel/dataplane/report"
 )
 
@@ -40,19 +43,29 @@ func TestSflowFlagErrors(t *testing.T) {
 	}
 }
 
-// TestSflowWithoutNetRaw runs the sidecar without CAP_NET_RAW (as uid 65534 when the test is
-// root): it must say the sampler needs NET_RAW, and still serve sFlow from other agents — here
-// the project's test vector, whose label maps to the assigned tag 2.16.
-func TestSflowWithoutNetRaw(t *testing.T) {
+// sidecarRun is a `scitunnel sflow` process started by startSidecar.
+type sidecarRun struct {
+	cmd                 *exec.Cmd
+	sflow, http         string // where it serves
+	saidNeedsNetRaw     bool   // it logged that the sampler needs NET_RAW
+	saidSamplerOn       bool   // it logged that the sampler runs
+	registryDescription string
+}
+
+// startSidecar runs the sidecar from a copy of the binary (the shared one sits in a private
+// directory), as uid 65534 when the test is root, with an assigned tag 2.16 and the registry
+// file given, and waits until it serves. netRawFileCap gives the copy the file capability the
+// data-plane image gives /scitunnel (cap_net_raw=p).
+func startSidecar(t *testing.T, netRawFileCap bool, registry string) *sidecarRun {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "scitunnel-sflow-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// A copy nobody can execute (the shared binary sits in a private directory).
 	data, err := os.ReadFile(binary)
 	if err != nil {
 		t.Fatal(err)
@@ -61,9 +74,25 @@ func TestSflowWithoutNetRaw(t *testing.T) {
 	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if netRawFileCap {
+		// struct vfs_cap_data revision 2, little-endian: magic 0x02000000 (no effective bit),
+		// permitted 1<<13 (CAP_NET_RAW), then zero inheritable and upper words.
+		capData := []byte{0, 0, 0, 2, 0x00, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+		if err := unix.Setxattr(bin, "security.capability", capData, 0); err != nil {
+			t.Fatalf("setting the file capability: %v", err)
+		}
+	}
+	telemetry := `"samplingRate":100,"assignedTags":["2.16"],"analyzerAddress":":6343","httpAddress":":9091"`
+	if registry != "" {
+		regFile := filepath.Join(dir, "registry.json")
+		if err := os.WriteFile(regFile, []byte(registry), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		telemetry += `,"registryFile":"` + regFile + `"`
+	}
 	cfg := filepath.Join(dir, "config.json")
 	if err := os.WriteFile(cfg, []byte(`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5000,"target":"localhost:5001"}],
-		"telemetry":{"samplingRate":100,"assignedTags":["2.16"],"analyzerAddress":":6343","httpAddress":":9091"}}`), 0o644); err != nil {
+		"telemetry":{`+telemetry+`}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// The flags override the file's addresses (free ports for the test).
@@ -75,37 +104,40 @@ func TestSflowWithoutNetRaw(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	run := &sidecarRun{cmd: cmd}
 	lines := bufio.NewScanner(stderr)
-	var sawNetRaw bool
-	var serving struct{ Sflow, HTTP string }
 	for lines.Scan() {
 		line := lines.Text()
 		t.Log(line)
-		if strings.Contains(line, "needs the NET_RAW capability") {
-			sawNetRaw = true
-		}
+		run.saidNeedsNetRaw = run.saidNeedsNetRaw || strings.Contains(line, "needs the NET_RAW capability")
+		run.saidSamplerOn = run.saidSamplerOn || strings.Contains(line, `"msg":"sampler on"`)
 		if strings.Contains(line, "sflow sidecar serving") {
+			var serving struct{ Sflow, HTTP string }
 			if err := json.Unmarshal([]byte(line), &serving); err != nil {
 				t.Fatal(err)
 			}
+			run.sflow, run.http = serving.Sflow, serving.HTTP
 			break
 		}
 	}
-	if !sawNetRaw {
-		t.Error("the sidecar did not say the sampler needs NET_RAW")
-	}
-	if serving.Sflow == "" || serving.HTTP == "" {
+	if run.sflow == "" || run.http == "" {
 		t.Fatal("the sidecar did not start serving")
 	}
 	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+	return run
+}
 
+// feedVector sends the project's sFlow test vector (label 2.16, as from a switch) until the
+// analyzer reports a tag, and returns the first.
+func (r *sidecarRun) feedVector(t *testing.T) report.TagRate {
+	t.Helper()
 	text, err := os.ReadFile(filepath.Join("..", "..", "test", "testdata", "sflow", "sflow-vector.hex"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	vector, _ := hex.DecodeString(strings.TrimSpace(string(text)))
-	c, err := net.Dial("udp", serving.Sflow)
+	c, err := net.Dial("udp", r.sflow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,30 +148,64 @@ func TestSflowWithoutNetRaw(t *testing.T) {
 			t.Fatal(err)
 		}
 		var tags report.TagTotals
-		getSflowJSON(t, "http://"+serving.HTTP+report.TagsPath, &tags)
+		getSflowJSON(t, "http://"+r.http+report.TagsPath, &tags)
 		if len(tags.Tags) > 0 {
-			if tags.Tags[0].Tag != "atlas.Production_Output" || tags.Tags[0].Bytes%1498000 != 0 {
-				t.Errorf("tags %+v", tags)
-			}
-			break
+			return tags.Tags[0]
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the vector never showed in /v1/tags")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	resp, err := http.Get("http://" + serving.HTTP + "/metrics")
+}
+
+func (r *sidecarRun) metrics(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + r.http + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(metrics), "scitunnel_sampler_up 0") {
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestSflowWithoutNetRaw runs the sidecar without CAP_NET_RAW (as uid 65534 when the test is
+// root): it must say the sampler needs NET_RAW, and still serve sFlow from other agents — here
+// the project's test vector, whose label maps to the assigned tag 2.16.
+func TestSflowWithoutNetRaw(t *testing.T) {
+	r := startSidecar(t, false, "")
+	if !r.saidNeedsNetRaw {
+		t.Error("the sidecar did not say the sampler needs NET_RAW")
+	}
+	if tag := r.feedVector(t); tag.Tag != "atlas.Production_Output" || tag.Bytes%1498000 != 0 {
+		t.Errorf("tag %+v", tag)
+	}
+	if !strings.Contains(r.metrics(t), "scitunnel_sampler_up 0") {
 		t.Error("metrics do not show the sampler down")
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err != nil {
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	if err := r.cmd.Wait(); err != nil {
 		t.Errorf("exit after SIGTERM: %v", err)
+	}
+}
+
+// TestSflowNonRootSamplesWithTheFileCapability is the sidecar as the pods run it: non-root,
+// NET_RAW only from the binary's file capability (cap_net_raw=p). The sampler must start; and
+// tags are named from the registry file the controller mounts (a site's own name for 2.16).
+func TestSflowNonRootSamplesWithTheFileCapability(t *testing.T) {
+	netnstest.Require(t) // root, to set a file capability and to start the sidecar as uid 65534
+	const siteRegistry = `{"version": 9, "modified": "2026-06-01T00:00:00Z", "experiments": [
+  {"expName": "atlas-site", "expId": 2, "activities": [{"activityName": "Beamline Stream", "activityId": 16}]}]}`
+	r := startSidecar(t, true, siteRegistry)
+	if r.saidNeedsNetRaw || !r.saidSamplerOn {
+		t.Fatalf("non-root with cap_net_raw=p: sampler on %v, complained about NET_RAW %v", r.saidSamplerOn, r.saidNeedsNetRaw)
+	}
+	if !strings.Contains(r.metrics(t), "scitunnel_sampler_up 1") {
+		t.Error("metrics do not show the sampler up")
+	}
+	if tag := r.feedVector(t); tag.Tag != "atlas-site.Beamline_Stream" {
+		t.Errorf("the vector's tag is named %q, want the mounted registry's atlas-site.Beamline_Stream", tag.Tag)
 	}
 }
 

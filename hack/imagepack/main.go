@@ -14,9 +14,12 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -25,6 +28,7 @@ func main() {
 	entrypoint := flag.String("entrypoint", "", "absolute `path` of the program to run")
 	user := flag.String("user", fmt.Sprintf("%d:%d", NonRootUID, NonRootUID), "`uid:gid` the image runs as")
 	arch := flag.String("arch", runtime.GOARCH, "image architecture")
+	netRaw := flag.String("cap-net-raw", "", "give the image's `path` the file capability cap_net_raw=p (permitted, not effective: the program raises it)")
 	caBundle := flag.String("ca-bundle", "", "PEM `file` of trusted CAs to install at "+CABundlePath+" (for programs that call HTTPS servers)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: imagepack -o OUT.tar -t REF -entrypoint /PROG [flags] SRC=DST...\n")
@@ -45,7 +49,14 @@ func main() {
 		if !ok || src == "" || !strings.HasPrefix(dst, "/") {
 			fail(fmt.Errorf("argument %q: want SRC=/DST", a))
 		}
-		spec.Files = append(spec.Files, File{Src: src, Dst: dst, Mode: 0o755})
+		f := File{Src: src, Dst: dst, Mode: 0o755}
+		if dst == *netRaw {
+			f.Capabilities = 1 << unix.CAP_NET_RAW
+		}
+		spec.Files = append(spec.Files, f)
+	}
+	if *netRaw != "" && !slices.ContainsFunc(spec.Files, func(f File) bool { return f.Dst == *netRaw }) {
+		fail(fmt.Errorf("-cap-net-raw %s: no such file in the image", *netRaw))
 	}
 	img, err := Build(spec)
 	if err != nil {

@@ -205,6 +205,46 @@ func TestCABundle(t *testing.T) {
 	}
 }
 
+// The file capability the sFlow sidecar relies on: security.capability as a PAX xattr record,
+// struct vfs_cap_data revision 2 with CAP_NET_RAW permitted and no effective bit.
+func TestFileCapability(t *testing.T) {
+	dir := t.TempDir()
+	src := writeSrc(t, dir, "prog", "x")
+	s := spec(src)
+	s.Files[0].Capabilities = 1 << 13 // CAP_NET_RAW
+	img, err := Build(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	want := string([]byte{0, 0, 0, 2, 0x00, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	for tr := tar.NewReader(rc); ; {
+		h, err := tr.Next()
+		if err == io.EOF {
+			t.Fatal("the program is not in the layer")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, has := h.PAXRecords[capabilityXattr]
+		if h.Name != "usr/bin/prog" {
+			if has {
+				t.Errorf("%s carries a file capability", h.Name)
+			}
+			continue
+		}
+		if got != want {
+			t.Fatalf("security.capability = % x, want % x", got, want)
+		}
+		break
+	}
+}
+
 func TestRejectsConflictsAndBadRefs(t *testing.T) {
 	dir := t.TempDir()
 	src := writeSrc(t, dir, "prog", "x")
