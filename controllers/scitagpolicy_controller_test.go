@@ -1,6 +1,8 @@
 package controllers_test
 
 import (
+	"time"
+
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -74,6 +76,19 @@ var _ = Describe("ScitagPolicy", func() {
 			g.Expect(t.Status.Scitag.Entropy).To(BeTrue(), "entropy is on by default")
 			g.Expect(proxyConfig(g, t).Scitag).To(Equal(&config.Scitag{ExperimentID: 2, ActivityID: 16, Name: "atlas.Production_Output", Entropy: true}))
 		})
+
+		By("editing the policy never leaves the tunnel untagged while it re-resolves")
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, key(p), p)).To(Succeed())
+			p.Spec.Entropy = ptr(false)
+			g.Expect(k8sClient.Update(ctx, p)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		Consistently(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, key(t), t)).To(Succeed())
+			g.Expect(t.Status.Scitag).NotTo(BeNil(), "the tunnel went untagged while its policy re-resolved")
+			g.Expect(proxyConfig(g, t).Scitag).NotTo(BeNil(), "the proxies' configuration went untagged")
+		}, 3*time.Second, 10*time.Millisecond).Should(Succeed())
+		eventually(t, func(g Gomega) { g.Expect(t.Status.Scitag.Entropy).To(BeFalse()) })
 
 		By("a second policy selecting the same tunnel is a conflict; the older one keeps applying")
 		rival := policy(ns, "cms-ai", "cms", "Analysis Input", map[string]string{"experiment": "atlas"})
@@ -223,7 +238,10 @@ var _ = Describe("ScitagPolicy", func() {
 			g.Expect(*p.Status.ExperimentID).To(BeEquivalentTo(300))
 		})
 		Expect(hits.Load()).To(BeNumerically(">", before))
-		eventually(t, func(g Gomega) { g.Expect(t.Status.Scitag.Entropy).To(BeFalse()) })
+		eventually(t, func(g Gomega) {
+			g.Expect(t.Status.Scitag).NotTo(BeNil())
+			g.Expect(t.Status.Scitag.Entropy).To(BeFalse(), "the policy turned entropy off")
+		})
 	})
 
 	It("reads the registry from a ConfigMap, and falls back to the snapshot until it exists", func() {

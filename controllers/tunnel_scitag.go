@@ -91,6 +91,7 @@ func selectingPolicies(ctx context.Context, c client.Reader, t *scitunnelv1.Stre
 func (r *StreamTunnelReconciler) reconcileScitag(ctx context.Context, s *tunnelScope) error {
 	t := s.tunnel
 	s.registryJSON = defaultRegistryJSON()
+	prev := t.Status.Scitag
 	t.Status.Scitag = nil
 	notTagged := func(status metav1.ConditionStatus, reason, msg string) {
 		s.set(scitunnelv1.ConditionFlowLabelApplied, status, reason, msg)
@@ -140,28 +141,35 @@ func (r *StreamTunnelReconciler) reconcileScitag(ctx context.Context, s *tunnelS
 		}
 	}
 
+	source := "ScitagPolicy/" + policy.Name
 	resolvedCond := meta.FindStatusCondition(policy.Status.Conditions, scitunnelv1.ConditionResolved)
-	if resolvedCond == nil || resolvedCond.ObservedGeneration != policy.Generation {
-		notTagged(metav1.ConditionUnknown, "PolicyPending", fmt.Sprintf("waiting for ScitagPolicy %q to resolve its tag", policy.Name))
-		return nil
-	}
-	if resolvedCond.Status != metav1.ConditionTrue || policy.Status.ExperimentID == nil || policy.Status.ActivityID == nil {
+	switch {
+	case resolvedCond == nil || resolvedCond.ObservedGeneration != policy.Generation:
+		if prev == nil || prev.Source != source {
+			notTagged(metav1.ConditionUnknown, "PolicyPending", fmt.Sprintf("waiting for ScitagPolicy %q to resolve its tag", policy.Name))
+			return nil
+		}
+		// The policy is re-resolving after an edit: its last tag stays on the flows meanwhile,
+		// rather than every tunnel it selects going untagged (and its proxies reloading) twice.
+		s.tag = prev
+	case resolvedCond.Status != metav1.ConditionTrue || policy.Status.ExperimentID == nil || policy.Status.ActivityID == nil:
 		msg := fmt.Sprintf("ScitagPolicy %q does not resolve: %s", policy.Name, resolvedCond.Message)
 		notTagged(metav1.ConditionFalse, "PolicyUnresolved", msg)
 		s.degrade("PolicyUnresolved", msg)
 		return nil
+	default:
+		tag := scitag.Tag{
+			ExperimentID:   int(*policy.Status.ExperimentID),
+			ActivityID:     int(*policy.Status.ActivityID),
+			ExperimentName: policy.Status.ExperimentName,
+			ActivityName:   policy.Status.ActivityName,
+		}
+		entropy := policy.Spec.Entropy == nil || *policy.Spec.Entropy // default on
+		if sc := t.Spec.Scitag; sc != nil && sc.Entropy != nil {
+			entropy = *sc.Entropy
+		}
+		s.tag = resolved(tag, entropy, source)
 	}
-	tag := scitag.Tag{
-		ExperimentID:   int(*policy.Status.ExperimentID),
-		ActivityID:     int(*policy.Status.ActivityID),
-		ExperimentName: policy.Status.ExperimentName,
-		ActivityName:   policy.Status.ActivityName,
-	}
-	entropy := policy.Spec.Entropy == nil || *policy.Spec.Entropy // default on
-	if sc := t.Spec.Scitag; sc != nil && sc.Entropy != nil {
-		entropy = *sc.Entropy
-	}
-	s.tag = resolved(tag, entropy, "ScitagPolicy/"+policy.Name)
 	t.Status.Scitag = s.tag
 	s.fireflies = firefliesFrom(policy.Spec.Fireflies)
 
