@@ -12,6 +12,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -177,6 +178,64 @@ var _ = Describe("StreamTunnel children", func() {
 				g.Expect(c.ObservedGeneration).To(Equal(t.Generation))
 			}
 		})
+	})
+
+	It("exposes an Inbound end as a LoadBalancer with the user's settings, reports its address, and places pods as asked", func() {
+		ns := newNamespace("exposure")
+		affinity := &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
+				{Key: "site.example.org/dtn", Operator: corev1.NodeSelectorOpIn, Values: []string{"true"}}}}}}}}
+		spread := []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
+			WhenUnsatisfiable: corev1.ScheduleAnyway, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"scitunnel.io/tunnel": "edge"}}}}
+		resources := &corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("1Gi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("4Gi")}}
+		sidecarResources := &corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m")}}
+		t := inbound(ns, "edge", func(t *scitunnelv1.StreamTunnel) {
+			t.Spec.Exposure = &scitunnelv1.ExposureSpec{Type: corev1.ServiceTypeLoadBalancer,
+				Annotations:       map[string]string{"metallb.universe.tf/address-pool": "dtn"},
+				LoadBalancerClass: ptr("example.org/dtn-lb")}
+			t.Spec.Pod = &scitunnelv1.ProxyPodSpec{Affinity: affinity, TopologySpreadConstraints: spread,
+				PriorityClassName: "dtn-critical", Resources: resources, SidecarResources: sidecarResources,
+				Annotations: map[string]string{"prometheus.io/scrape": "true"}}
+		})
+		Expect(k8sClient.Create(ctx, t)).To(Succeed())
+
+		var svc corev1.Service
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, key(t), &svc)).To(Succeed())
+			g.Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeLoadBalancer))
+			g.Expect(svc.Annotations).To(HaveKeyWithValue("metallb.universe.tf/address-pool", "dtn"))
+			g.Expect(svc.Spec.LoadBalancerClass).To(HaveValue(Equal("example.org/dtn-lb")))
+			g.Expect(svc.Spec.Ports).To(HaveLen(1))
+			g.Expect(svc.Spec.Ports[0].NodePort).NotTo(BeZero(), "the API server allocates a node port")
+		}, timeout, interval).Should(Succeed())
+		nodePort := svc.Spec.Ports[0].NodePort
+
+		By("the load balancer's address becomes the endpoint peers dial, and goes into the bundle")
+		svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "192.0.2.10"}}
+		Expect(k8sClient.Status().Update(ctx, &svc)).To(Succeed())
+		eventually(t, func(g Gomega) {
+			g.Expect(t.Status.Endpoint).To(Equal("192.0.2.10:5100"))
+			g.Expect(t.Status.Endpoints).To(ContainElements(
+				scitunnelv1.TunnelEndpoint{Type: "NodePort", Address: "*", Ports: []int32{nodePort}},
+				scitunnelv1.TunnelEndpoint{Type: "LoadBalancer", Address: "192.0.2.10", Ports: []int32{5100}}))
+			var info controllers.BundleInfo
+			g.Expect(json.Unmarshal(secret(g, ns, "edge-bundle").Data["bundle.json"], &info)).To(Succeed())
+			g.Expect(info.Address).To(Equal("192.0.2.10"))
+		})
+
+		By("the pod template carries the placement and resources")
+		var d appsv1.Deployment
+		Expect(k8sClient.Get(ctx, key(t), &d)).To(Succeed())
+		pod := d.Spec.Template.Spec
+		Expect(pod.Affinity).To(Equal(affinity))
+		Expect(pod.TopologySpreadConstraints).To(Equal(spread))
+		Expect(pod.PriorityClassName).To(Equal("dtn-critical"))
+		Expect(d.Spec.Template.Annotations).To(HaveKeyWithValue("prometheus.io/scrape", "true"))
+		Expect(pod.Containers[0].Resources.Requests.Cpu().String()).To(Equal("2"))
+		Expect(pod.Containers[0].Resources.Limits.Memory().String()).To(Equal("4Gi"))
+		Expect(pod.Containers[1].Resources.Requests.Cpu().String()).To(Equal("200m"))
 	})
 
 	It("runs a plain-TCP tunnel without certificates and UDP listeners as UDP", func() {
