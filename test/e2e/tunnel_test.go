@@ -252,20 +252,22 @@ var _ = Describe("A tunnel between a producer and a consumer", Ordered, func() {
 			Expect(ps).To(HaveLen(1), "%s proxy pods", name)
 			pods[name] = &podTruth{pod: ps[0]}
 		}
-		// The previous spec's traffic must have left the status first: otherwise its rate,
-		// still inside the analyzers' window, would pass the 15 s check below on its own.
+		// The previous spec's traffic must have left the window and the status must have caught
+		// up with it first: otherwise its rate, still in the analyzers' window, would pass the
+		// 15 s check below on its own, and its bytes would count as this run's.
 		Eventually(func(g Gomega) {
-			for _, name := range []string{inbound, outbound} {
+			for name, pt := range pods {
+				a := analyzerTag(pt.pod)
+				g.Expect(a.BitsPerSecond).To(BeZero(), "%s: the analyzer still measures the previous traffic", name)
+				var bps, bytes int64
 				if tt := tagThroughput(getTunnel(name)); tt != nil {
-					g.Expect(tt.BitsPerSecond).To(BeZero(), "%s: %s still shows the previous traffic", name, tag)
+					bps, bytes = tt.BitsPerSecond, tt.Bytes
 				}
+				g.Expect(bps).To(BeZero(), "%s: %s still shows the previous traffic", name, tag)
+				g.Expect(bytes).To(BeEquivalentTo(a.Bytes), "%s: the status's bytes have not caught up with the analyzer's", name)
+				pt.statusBefore = bytes
 			}
 		}, 90*time.Second, time.Second).Should(Succeed(), "the status never showed the tunnels idle")
-		for name, pt := range pods {
-			if tt := tagThroughput(getTunnel(name)); tt != nil {
-				pt.statusBefore = tt.Bytes
-			}
-		}
 
 		cctx, stopCaptures := context.WithTimeout(ctx, 3*time.Minute)
 		defer stopCaptures()
