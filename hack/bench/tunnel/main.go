@@ -6,6 +6,7 @@
 //	direct           iperf3 client -> iperf3 server
 //	scitunnel-tls    client -> scitunnel outbound ==mutual TLS 1.3==> scitunnel inbound -> server
 //	scitunnel-tcp    the same pair with --protocol TCP (plain relay, splice)
+//	tls+sampler      the TLS pair with the sFlow sidecar sampling loopback 1-in-1000 (root)
 //	stunnel4         client -> stunnel (client=yes) ==TLS==> stunnel (server) -> server
 //	haproxy          one haproxy: plain frontend -> ssl backend ==TLS==> ssl frontend -> server
 //	socat            client -> socat (one plain relay) -> server

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -22,6 +23,7 @@ var paths = []pathDef{
 	{name: "direct", launch: launchDirect},
 	{name: "scitunnel-tls", launch: launchScitunnel("TLS")},
 	{name: "scitunnel-tcp", launch: launchScitunnel("TCP")},
+	{name: "tls+sampler", launch: launchScitunnelSampled},
 	{name: "stunnel4", needs: []string{"stunnel4"}, launch: launchStunnel},
 	{name: "haproxy", needs: []string{"haproxy"}, launch: launchHaproxy},
 	{name: "socat", needs: []string{"socat"}, launch: launchSocat},
@@ -126,7 +128,8 @@ func launchDirect(_ *bench, target, _ string) (int, []int, []*exec.Cmd, error) {
 }
 
 // launchScitunnel runs our pair: the outbound end (entry, plain) carries each connection over
-// mutual TLS (or plain TCP) to the inbound end, which forwards to the target.
+// mutual TLS (or plain TCP) to the inbound end, which forwards to the target. Tagged, as pods
+// run it: every dialed connection goes through the flow-label dialer.
 func launchScitunnel(protocol string) func(*bench, string, string) (int, []int, []*exec.Cmd, error) {
 	return func(b *bench, target, tag string) (int, []int, []*exec.Cmd, error) {
 		ports, err := freePorts(2)
@@ -136,9 +139,9 @@ func launchScitunnel(protocol string) func(*bench, string, string) (int, []int, 
 		entry, inner := ports[0], ports[1]
 		name := "scitunnel-" + protocol + "-" + tag
 		inArgs := []string{"inbound", "--protocol", protocol, "--listen", strconv.Itoa(inner), "--target", target,
-			"--listen-address", "::1", "--admin", "[::1]:0"}
+			"--listen-address", "::1", "--admin", "[::1]:0", "--scitag", "2/16"}
 		outArgs := []string{"outbound", "--protocol", protocol, "--listen", strconv.Itoa(entry),
-			"--remote", "[::1]:" + strconv.Itoa(inner), "--listen-address", "::1", "--admin", "[::1]:0"}
+			"--remote", "[::1]:" + strconv.Itoa(inner), "--listen-address", "::1", "--admin", "[::1]:0", "--scitag", "2/16"}
 		if protocol == "TLS" {
 			inArgs = append(inArgs, "--cert", b.certs.serverCert, "--key", b.certs.serverKey, "--ca", b.certs.ca, "--allow-san", clientID)
 			outArgs = append(outArgs, "--cert", b.certs.clientCert, "--key", b.certs.clientKey, "--ca", b.certs.ca, "--server-name", "localhost")
@@ -153,6 +156,34 @@ func launchScitunnel(protocol string) func(*bench, string, string) (int, []int, 
 		}
 		return entry, []int{entry, inner}, []*exec.Cmd{in, out}, nil
 	}
+}
+
+// launchScitunnelSampled is the TLS pair with the pod's sFlow sidecar beside it: the sampler at
+// 1-in-1000 on loopback (where the pair's traffic flows), sending to its own analyzer. Its CPU
+// counts as the path's. Sampling needs CAP_NET_RAW: without it the path is skipped.
+func launchScitunnelSampled(b *bench, target, tag string) (int, []int, []*exec.Cmd, error) {
+	entry, listening, procs, err := launchScitunnel("TLS")(b, target, tag)
+	if err != nil {
+		return entry, listening, procs, err
+	}
+	logName := "sflow-" + tag
+	sidecar, err := b.spawn(logName, b.scitunnelEnv, b.scitunnel, "sflow", "--interfaces", "lo", "--sampling-rate", "1000",
+		"--assigned-tags", "2.16", "--listen", "[::1]:0", "--http", "[::1]:0", "--polling-interval", "20s")
+	if err != nil {
+		return entry, listening, procs, err
+	}
+	procs = append(procs, sidecar)
+	logPath := filepath.Join(b.work, logName+".log")
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		log, _ := os.ReadFile(logPath)
+		switch {
+		case strings.Contains(string(log), `"msg":"sampler on"`):
+			return entry, listening, procs, nil
+		case strings.Contains(string(log), `"msg":"sampler off`):
+			return entry, listening, procs, fmt.Errorf("the sampler did not start (run as root for CAP_NET_RAW; %s)", logPath)
+		}
+	}
+	return entry, listening, procs, fmt.Errorf("the sFlow sidecar did not report its sampler (%s)", logPath)
 }
 
 // launchStunnel runs two stunnel4 processes as in the team's reference baseline: a client-mode

@@ -118,6 +118,8 @@ func printGoals(results []result, streams []int) {
 		check(fmt.Sprintf("P=%d TCP pair >= 0.7x direct", s), tcp.gbps >= 0.7*di.gbps, okP && okD, ratio(tcp.gbps, di.gbps))
 		check(fmt.Sprintf("P=%d TLS pair CPU per Gbit < stunnel4's", s), tls.cpuPerGbit() < st.cpuPerGbit(), okT && okS,
 			fmt.Sprintf("%.3f vs %.3f s/Gbit", tls.cpuPerGbit(), st.cpuPerGbit()))
+		sampled, okSm := find(results, "tls+sampler", s)
+		check(fmt.Sprintf("P=%d TLS pair, sampler 1-in-1000 >= 0.98x off", s), sampled.gbps >= 0.98*tls.gbps, okT && okSm, ratio(sampled.gbps, tls.gbps))
 	}
 	d, t, s := latency(results, "direct"), latency(results, "scitunnel-tls"), latency(results, "stunnel4")
 	known := d.rttP50 > 0 && t.rttP50 > 0 && s.rttP50 > 0
