@@ -2,7 +2,7 @@
 # Builds the Kubernetes binaries the tests and the local cluster need, from source, through the
 # Go module proxy only: prebuilt downloads (setup-envtest, GitHub releases) are unreachable here.
 #
-#   hack/k8s-binaries.sh envtest   kube-apiserver + etcd          (what `make test` needs)
+#   hack/k8s-binaries.sh envtest   kube-apiserver + etcd + kubectl (what `make test` needs)
 #   hack/k8s-binaries.sh cluster   envtest + kube-controller-manager kube-scheduler kubelet
 #                                  kube-proxy kubectl + coredns   (what `make cluster-up` needs)
 #   hack/k8s-binaries.sh print-dir the cache directory
@@ -33,7 +33,8 @@ STAGING_VERSION="v0.${K8S_VERSION#*.}"
 K8S_MINOR="$(echo "$K8S_VERSION" | cut -d. -f2)"
 K8S_LDFLAGS="-s -w -X k8s.io/component-base/version.gitVersion=v${K8S_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${K8S_MINOR} -X k8s.io/component-base/version.gitTreeState=clean"
 
-ENVTEST_KUBE=(kube-apiserver)
+# kubectl too: the envtest suite checks `kubectl get tunnels` with the real client.
+ENVTEST_KUBE=(kube-apiserver kubectl)
 CLUSTER_KUBE=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 
 # The build must not see a go.work from the outside nor the project's flags.
@@ -42,6 +43,11 @@ export GOWORK=off GOFLAGS=-buildvcs=false CGO_ENABLED=0
 log() { echo "k8s-binaries: $*" >&2; }
 
 have() { [[ -x "$CACHE/$1" ]]; }
+
+# etcd and CoreDNS have versions of their own, but share the cache directory named after the
+# Kubernetes version: a stamp beside each says which version it is, so a bump rebuilds it.
+have_version() { have "$1" && [[ "$(cat "$CACHE/$1.version" 2>/dev/null)" == "$2" ]]; }
+stamp_version() { echo "$2" >"$CACHE/$1.version"; }
 
 # install_from TMPDIR NAME...: atomically move freshly built binaries into the cache.
 install_from() {
@@ -121,7 +127,7 @@ build_kube() {
 }
 
 build_etcd() {
-	have etcd && return 0
+	have_version etcd "$ETCD_VERSION" && return 0
 	local dir="$WORK/etcd-v${ETCD_VERSION}" tmp start=$SECONDS
 	log "building etcd v${ETCD_VERSION} (about 30 s the first time)..."
 	if [[ ! -f "$dir/.ready" ]]; then
@@ -136,6 +142,7 @@ build_etcd() {
 	tmp="$(mktemp -d "$CACHE/.tmp.XXXXXX")"
 	(cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
 	install_from "$tmp" etcd
+	stamp_version etcd "$ETCD_VERSION"
 	rm -rf "$tmp"
 	log "built etcd in $((SECONDS - start)) s"
 }
@@ -143,7 +150,7 @@ build_etcd() {
 # build_coredns: the stock CoreDNS build links every plugin (and cloud SDKs); the local cluster
 # only needs the handful below, so a tiny main with just those plugins builds fast and small.
 build_coredns() {
-	have coredns && return 0
+	have_version coredns "$COREDNS_VERSION" && return 0
 	local dir="$WORK/coredns-v${COREDNS_VERSION}" tmp start=$SECONDS
 	local plugins=(cache errors forward health kubernetes loadbalance log loop ready reload)
 	log "building coredns v${COREDNS_VERSION} with plugins ${plugins[*]} (about 1-2 min the first time)..."
@@ -175,6 +182,7 @@ build_coredns() {
 	tmp="$(mktemp -d "$CACHE/.tmp.XXXXXX")"
 	(cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$tmp/coredns" .)
 	install_from "$tmp" coredns
+	stamp_version coredns "$COREDNS_VERSION"
 	rm -rf "$tmp"
 	log "built coredns in $((SECONDS - start)) s"
 }

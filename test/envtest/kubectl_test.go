@@ -1,6 +1,7 @@
 package envtest_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,10 +61,12 @@ var _ = Describe("kubectl names", func() {
 		Expect(err).NotTo(HaveOccurred())
 		kubectl := filepath.Join(assets, "kubectl")
 		if _, err := os.Stat(kubectl); err != nil {
-			// kubectl is built with the local cluster (make cluster-binaries), after the Go
-			// tests in CI; the spec above checks the same resolution in-process meanwhile.
-			By("no kubectl beside the envtest binaries yet: covered by the in-process resolution spec")
-			return
+			// `make envtest-binaries` builds it; other envtest asset sets may lack it.
+			msg := fmt.Sprintf("no kubectl beside the envtest binaries in %s (make envtest-binaries builds it)", assets)
+			if os.Getenv("SCITUNNEL_REQUIRE_PRIVILEGED") == "1" {
+				Fail(msg)
+			}
+			Skip(msg)
 		}
 		kubeconfig := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
 		Expect(os.WriteFile(kubeconfig, env.KubeConfig, 0o600)).To(Succeed())

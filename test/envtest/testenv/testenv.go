@@ -37,14 +37,14 @@ func Scheme() *kruntime.Scheme {
 	return s
 }
 
-// Assets returns KUBEBUILDER_ASSETS, or the binaries `make envtest` builds into bin/k8s.
+// Assets returns KUBEBUILDER_ASSETS, or the binaries `make envtest-binaries` builds into bin/k8s.
 func Assets() (string, error) {
 	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
 		return dir, nil
 	}
 	dir := filepath.Join(RepoRoot(), "bin", "k8s", KubernetesVersion+"-"+runtime.GOOS+"-"+runtime.GOARCH)
 	if _, err := os.Stat(filepath.Join(dir, "kube-apiserver")); err != nil {
-		return "", fmt.Errorf("no envtest binaries: set KUBEBUILDER_ASSETS or build them into %s (make envtest): %w", dir, err)
+		return "", fmt.Errorf("no envtest binaries: set KUBEBUILDER_ASSETS or build them into %s (make envtest-binaries): %w", dir, err)
 	}
 	return dir, nil
 }
