@@ -13,7 +13,8 @@
 #   TEST_PHASES_FUZZ += fuzz-short
 #   # ---- end sflow ----
 #
-# `make test` runs the TEST_PHASES_* lists below in order (static checks, go test, fuzz, e2e);
+# `make test` runs the TEST_PHASES_* lists below in order (static checks, go test, fuzz, e2e,
+# benchmarks);
 # add your phase to the right list with `+=` in your section. `## text` after a target name is
 # its `make help` line; `##@ Title` starts a help group.
 
@@ -86,6 +87,9 @@ TEST_PHASES_STATIC := verify-fmt verify-generated vet
 TEST_PHASES_GO := test-go
 TEST_PHASES_FUZZ :=
 TEST_PHASES_E2E := test-cluster
+# Benchmarks print their figures and ratios against the anchors of the same run; they fail only
+# when what they measure breaks, never on a number.
+TEST_PHASES_BENCH :=
 
 ## `make verify-generated` runs GENERATORS, then fails if GENERATED_PATHS differ from git.
 ## Sections that generate committed files (e.g. CRDs copied into the chart) add to both.
@@ -147,8 +151,9 @@ run: manifests generate fmt vet ## Run the manager from source against the clust
 ##@ Test
 
 .PHONY: test
-test: ## Everything CI runs: static checks, go test (unit, envtest, privileged), fuzz, e2e.
-	@MAKE="$(MAKE)" hack/run-phases.sh $(TEST_PHASES_STATIC) $(TEST_PHASES_GO) $(TEST_PHASES_FUZZ) $(TEST_PHASES_E2E)
+test: ## Everything CI runs: static checks, go test (unit, envtest, privileged), fuzz, e2e, demo, benchmarks.
+	@[[ $$(id -u) != 0 ]] || hack/debian-packages.sh all
+	@MAKE="$(MAKE)" hack/run-phases.sh $(TEST_PHASES_STATIC) $(TEST_PHASES_GO) $(TEST_PHASES_FUZZ) $(TEST_PHASES_E2E) $(TEST_PHASES_BENCH)
 
 .PHONY: test-go
 test-go: envtest-binaries ## go test every package but e2e: unit, envtest suites, privileged (root) tests.
@@ -261,6 +266,7 @@ test-envtest: envtest-binaries ## The operator's envtest suites: API validation 
 .PHONY: bench-reconcile
 bench-reconcile: envtest-binaries ## Reconcile 1,000 StreamTunnels with the real manager on envtest; prints time and memory.
 	go test ./test/envtest/ -run '^$$' -bench BenchmarkReconcile1000 -benchtime=1x -timeout 20m
+TEST_PHASES_BENCH += bench-reconcile
 # ---- end operator ----
 
 # ---- begin release ----
@@ -316,6 +322,12 @@ demo: $(HELM) cluster-binaries cluster-images ## Local cluster, operator, sample
 .PHONY: demo-down
 demo-down: ## Remove everything `make demo` made (and the local cluster, if the demo started it).
 	@$(RELEASE_TOOLS_ENV) hack/demo.sh down
+
+.PHONY: test-demo
+test-demo: ## The README's `make demo` as a new user runs it, then `make demo-down` (CI).
+	@DEMO_SECONDS=20 $(MAKE) --no-print-directory demo || { $(MAKE) --no-print-directory demo-down; exit 1; }
+	@$(MAKE) --no-print-directory demo-down
+TEST_PHASES_E2E += test-demo
 # ---- end release ----
 
 # ---- begin dataplane ----
@@ -328,6 +340,7 @@ BENCH_TUNNEL_ARGS ?=
 bench-tunnel: ## iperf3 through our TLS and TCP tunnel pairs vs stunnel4, haproxy, socat and direct (1 and 4 streams): Gbit/s, ratios, CPU s/Gbit, 1 KiB ping-pong latency. Needs iperf3 stunnel4 haproxy socat.
 	$(GO_BUILD_ENV) go build $(GO_BUILD_FLAGS) -o $(LOCALBIN)/scitunnel ./cmd/scitunnel
 	go run ./hack/bench/tunnel -scitunnel $(LOCALBIN)/scitunnel $(BENCH_TUNNEL_ARGS)
+TEST_PHASES_BENCH += bench-tunnel
 
 .PHONY: test-dataplane
 test-dataplane: ## The data plane's tests (proxy, flow-label dialer, CLI); as root they include the network-namespace wire tests.
@@ -352,4 +365,5 @@ bench-sflow: ## sFlow figures: decode+attribute samples/s on one core and x gofl
 	go test ./dataplane/sampler -run '^$$' -bench '^BenchmarkThroughputSamplerOnOff$$' -benchtime 1x -v
 
 TEST_PHASES_FUZZ += fuzz-short
+TEST_PHASES_BENCH += bench-sflow
 # ---- end sflow ----
