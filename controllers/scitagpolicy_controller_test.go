@@ -1,14 +1,14 @@
 package controllers_test
 
 import (
-	"time"
-
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -128,6 +128,26 @@ var _ = Describe("ScitagPolicy", func() {
 			g.Expect(proxyConfig(g, t).Scitag).To(BeNil())
 		})
 		eventually(p, func(g Gomega) { g.Expect(p.Status.MatchedTunnels).To(BeZero()) })
+	})
+
+	It("starts the pods of a tunnel applied together with its policy tagged, without a second rollout", func() {
+		ns := newNamespace("together")
+		// As `kubectl apply -k config/samples` does: the policy, then at once the tunnel.
+		Expect(k8sClient.Create(ctx, policy(ns, "atlas-po", "atlas", "Production Output", map[string]string{"experiment": "atlas"}))).To(Succeed())
+		t := inbound(ns, "fresh", func(t *scitunnelv1.StreamTunnel) { t.Labels = map[string]string{"experiment": "atlas"} })
+		Expect(k8sClient.Create(ctx, t)).To(Succeed())
+		var d appsv1.Deployment
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, key(t), &d)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		eventually(t, func(g Gomega) {
+			g.Expect(t.Status.Scitag).NotTo(BeNil())
+			g.Expect(proxyConfig(g, t).Scitag).NotTo(BeNil())
+		})
+		Consistently(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, key(t), &d)).To(Succeed())
+			g.Expect(d.Generation).To(BeEquivalentTo(1), "the pod template changed after the pods were first created: they started untagged")
+		}, 2*time.Second, 50*time.Millisecond).Should(Succeed())
 	})
 
 	It("reports names the registry lacks, and tags by policyRef once the policy exists and resolves", func() {

@@ -73,6 +73,7 @@ type tunnelScope struct {
 
 	// Tag.
 	tag          *scitunnelv1.ResolvedScitag
+	tagPending   bool // a ScitagPolicy selects the tunnel but has not resolved its tag yet
 	fireflies    *config.Fireflies
 	registryJSON []byte
 

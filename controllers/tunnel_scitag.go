@@ -147,6 +147,7 @@ func (r *StreamTunnelReconciler) reconcileScitag(ctx context.Context, s *tunnelS
 	case resolvedCond == nil || resolvedCond.ObservedGeneration != policy.Generation:
 		if prev == nil || prev.Source != source {
 			notTagged(metav1.ConditionUnknown, "PolicyPending", fmt.Sprintf("waiting for ScitagPolicy %q to resolve its tag", policy.Name))
+			s.tagPending = true
 			return nil
 		}
 		// The policy is re-resolving after an edit: its last tag stays on the flows meanwhile,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -304,6 +305,10 @@ func (r *StreamTunnelReconciler) reconcileConfig(ctx context.Context, s *tunnelS
 	return nil
 }
 
+// tagPendingWait bounds how long a new tunnel's pods wait for its ScitagPolicy to resolve; a
+// policy that takes longer does not hold the data up (the pods start untagged and roll later).
+const tagPendingWait = 30 * time.Second
+
 // reconcileDeployment applies the proxy Deployment and reads its availability.
 func (r *StreamTunnelReconciler) reconcileDeployment(ctx context.Context, s *tunnelScope) error {
 	t := s.tunnel
@@ -313,6 +318,18 @@ func (r *StreamTunnelReconciler) reconcileDeployment(ctx context.Context, s *tun
 	if usesTLS(t) && s.tlsSecret == "" {
 		return r.observeDeployment(ctx, s) // certificates not there yet: pods could not start
 	}
+	cur := &appsv1.Deployment{}
+	found, err := getCached(ctx, r.Client, client.ObjectKeyFromObject(t), cur)
+	if err != nil {
+		return err
+	}
+	// A tunnel applied together with its ScitagPolicy: the policy resolves within moments.
+	// Starting the pods untagged meanwhile would roll them again right away, and the first
+	// consumers would stream, unlabelled, through pods that are already draining.
+	if !found && s.tagPending && s.now.Sub(t.CreationTimestamp.Time) < tagPendingWait {
+		s.requeueAfter(time.Second)
+		return nil
+	}
 	ac := appsv1ac.Deployment(t.Name, t.Namespace).
 		WithLabels(childLabels(t)).
 		WithOwnerReferences(ownerRef(t)).
@@ -320,11 +337,6 @@ func (r *StreamTunnelReconciler) reconcileDeployment(ctx context.Context, s *tun
 			WithReplicas(replicasOf(t)).
 			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(t))).
 			WithTemplate(r.podTemplate(s)))
-	cur := &appsv1.Deployment{}
-	found, err := getCached(ctx, r.Client, client.ObjectKeyFromObject(t), cur)
-	if err != nil {
-		return err
-	}
 	var current client.Object
 	if found {
 		current = cur

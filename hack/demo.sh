@@ -126,18 +126,39 @@ up() {
 		die "the tunnel did not become Ready (kubectl describe streamtunnel detector-inbound)"
 	fi
 	kubectl -n "$NS" get tunnels | sed 's/^/    /'
+	# Ready means the proxy pods are; consumers reach them through the Services once kube-proxy
+	# has their endpoints (a connection a moment earlier is refused).
+	note "waiting for the Services' endpoints..."
+	local svc ok
+	for svc in detector-inbound detector-outbound; do
+		ok=0
+		for _ in $(seq 120); do
+			# One line per EndpointSlice (one per IP family): its endpoints' ready flags.
+			if kubectl -n "$NS" get endpointslices -l "kubernetes.io/service-name=$svc" \
+				-o jsonpath='{range .items[*]}{.endpoints[*].conditions.ready}{"\n"}{end}' 2>/dev/null |
+				awk 'NF { n++; if ($0 !~ /true/) bad++ } END { exit !(n > 0 && bad == 0) }'; then
+				ok=1
+				break
+			fi
+			sleep 0.5
+		done
+		((ok)) || die "the Service $svc has no ready endpoint (kubectl get endpointslices -l kubernetes.io/service-name=$svc)"
+	done
+	sleep 2 # kube-proxy applies endpoint changes within its one-second minimum sync period
 
 	local outbound_ip start_client=$SECONDS
 	outbound_ip="$(kubectl -n "$NS" get service detector-outbound -o jsonpath='{.spec.clusterIP}')"
 	if ((mode_local)); then
 		step "the consumer: iperf3 -c $outbound_ip -p 7100 -R -P $DEMO_STREAMS -t $DEMO_SECONDS (producer -> consumer through the tunnel)"
 		start_client=$SECONDS
-		iperf3 -c "$outbound_ip" -p 7100 -R -P "$DEMO_STREAMS" -t "$DEMO_SECONDS" -i 5 --forceflush >"$STATE/iperf3-client.log" 2>&1 &
+		# Bounded: a transfer that stalls fails the demo instead of hanging it.
+		timeout $((DEMO_SECONDS + 60)) iperf3 -c "$outbound_ip" -p 7100 -R -P "$DEMO_STREAMS" -t "$DEMO_SECONDS" -i 5 \
+			--rcv-timeout 15000 --forceflush >"$STATE/iperf3-client.log" 2>&1 &
 	else
 		step "the consumer: scitunnel loadgen get from a pod, through detector-outbound:7100, for $DEMO_SECONDS s"
 		consumer_pod
 		start_client=$SECONDS
-		kubectl -n "$NS" exec deploy/demo-consumer -- /scitunnel loadgen get --connect detector-outbound:7100 \
+		timeout $((DEMO_SECONDS + 60)) kubectl -n "$NS" exec deploy/demo-consumer -- /scitunnel loadgen get --connect detector-outbound:7100 \
 			--duration "${DEMO_SECONDS}s" --parallel "$DEMO_STREAMS" >"$STATE/iperf3-client.log" 2>&1 &
 	fi
 	local client=$!
@@ -149,7 +170,8 @@ up() {
 		printf '\n    --- kubectl get tunnels (%ds into the transfer)\n' $((SECONDS - start_client))
 		kubectl -n "$NS" get tunnels | sed 's/^/    /'
 		for end in inbound outbound; do
-			kubectl -n "$NS" get streamtunnel "detector-$end" -o jsonpath='{.status.throughput[*].bitsPerSecond}' 2>/dev/null |
+			# The THROUGHPUT column: the tunnel's own tag (traffic under other tags does not count).
+			kubectl -n "$NS" get streamtunnel "detector-$end" -o jsonpath='{.status.throughputSummary}' 2>/dev/null |
 				grep -Eq '[1-9]' && touch "$STATE/throughput-seen-$end"
 		done
 	done &
@@ -163,7 +185,7 @@ up() {
 	((rc == 0)) || die "the consumer failed (exit $rc): $STATE/iperf3-client.log"
 	for end in inbound outbound; do
 		[[ -f "$STATE/throughput-seen-$end" ]] ||
-			die "data flowed, but detector-$end never showed a measured throughput: kubectl describe streamtunnel detector-$end; kubectl logs deploy/detector-$end -c sflow"
+			die "data flowed, but detector-$end never showed a measured throughput for its tag: kubectl describe streamtunnel detector-$end; kubectl logs deploy/detector-$end -c sflow"
 	done
 
 	step "kubectl get tunnels -o wide (per-tag throughput from the sFlow sidecars; flow label, connections)"

@@ -72,6 +72,15 @@ type Dialer struct {
 	Timeout time.Duration
 	// KeepAlive as in net.Dialer; 0 means the default 15s, negative disables.
 	KeepAlive time.Duration
+	// RetryRefused is how long a refused connection is dialed again (50 ms, doubling to 1 s)
+	// before Dial gives up, or falls back from a refused IPv6 address to IPv4. A peer that has
+	// just become ready refuses for a moment (a Service's endpoints reach kube-proxy, for each
+	// IP family on its own, a second or so after the pod is ready; a replaced pod's port is not
+	// open yet); an IPv4 fallback then would carry the connection unlabelled for its whole life.
+	// 0: no retry. Keep it below Timeout, which bounds the whole Dial.
+	RetryRefused time.Duration
+	// OnRetry, if set, is told of each retried refusal.
+	OnRetry func(address string)
 
 	last atomic.Pointer[Status]
 }
@@ -98,16 +107,42 @@ func (d *Dialer) Dial(ctx context.Context, network, address string) (net.Conn, S
 	if d.Label != nil {
 		label = d.Label() & 0xFFFFF
 	}
+	retryUntil := time.Now().Add(d.RetryRefused)
+	backoff := 50 * time.Millisecond
+	for {
+		retrying := time.Now().Add(backoff).Before(retryUntil)
+		c, st, err := d.dialOnce(ctx, network, address, label, retrying)
+		if err == nil || !retrying || !errors.Is(err, syscall.ECONNREFUSED) {
+			return c, st, err
+		}
+		if d.OnRetry != nil {
+			d.OnRetry(address)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, Status{}, err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// dialOnce tries the destination's addresses, IPv6 first. holdIPv4 leaves IPv4 untried after a
+// refused IPv6 address (the refusal is returned, to be retried).
+func (d *Dialer) dialOnce(ctx context.Context, network, address string, label uint32, holdIPv4 bool) (net.Conn, Status, error) {
 	if label == 0 || !strings.HasPrefix(network, "tcp") {
 		c, err := d.plain().DialContext(ctx, network, address)
 		return c, Status{Reason: ReasonUnlabelled}, err
 	}
-	addrs, err := resolve(ctx, network, address)
+	addrs, err := resolveAddrs(ctx, network, address)
 	if err != nil {
 		return nil, Status{}, err
 	}
 	var firstErr error
 	for _, ap := range addrs {
+		if holdIPv4 && firstErr != nil && errors.Is(firstErr, syscall.ECONNREFUSED) && (ap.Addr().Is4() || ap.Addr().Is4In6()) {
+			break
+		}
 		var c net.Conn
 		var st Status
 		if ap.Addr().Is4() || ap.Addr().Is4In6() {
@@ -133,6 +168,9 @@ func (d *Dialer) Dial(ctx context.Context, network, address string) (net.Conn, S
 func (d *Dialer) plain() *net.Dialer {
 	return &net.Dialer{KeepAlive: d.KeepAlive}
 }
+
+// resolveAddrs is resolve; a variable so tests can give a name both families.
+var resolveAddrs = resolve
 
 // resolve returns the destination addresses, IPv6 first: the labelled path is preferred.
 func resolve(ctx context.Context, network, address string) ([]netip.AddrPort, error) {

@@ -24,7 +24,7 @@ func sink(t *testing.T) (net.Listener, <-chan int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		skipWithoutIPv6(t, err)
 	}
 	got := make(chan int64, 1)
 	go func() {
@@ -50,6 +50,91 @@ func send(t *testing.T, c net.Conn, n int) {
 		}
 	}
 	c.Close()
+}
+
+// skipWithoutIPv6 skips a test on a host without IPv6 loopback, or fails it where every test
+// must run (SCITUNNEL_REQUIRE_PRIVILEGED=1, as in CI).
+func skipWithoutIPv6(t *testing.T, err error) {
+	t.Helper()
+	if os.Getenv("SCITUNNEL_REQUIRE_PRIVILEGED") == "1" {
+		t.Fatalf("no IPv6 loopback: %v", err)
+	}
+	t.Skipf("no IPv6 loopback: %v", err)
+}
+
+// A dual-stack destination whose IPv6 address refuses for a moment (a peer just becoming
+// ready): within RetryRefused the dialer waits for the labelled IPv6 path rather than settling
+// on IPv4, which would carry the connection unlabelled for its whole life; without it, it falls
+// back at once.
+func TestDialerRetriesRefusedIPv6BeforeIPv4(t *testing.T) {
+	v4, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v4.Close()
+	port := v4.Addr().(*net.TCPAddr).Port
+	v6addr := fmt.Sprintf("[::1]:%d", port)
+	if probe, err := net.Listen("tcp6", v6addr); err != nil {
+		skipWithoutIPv6(t, err)
+	} else {
+		probe.Close() // free on IPv6 too, and refusing now
+	}
+	orig := resolveAddrs
+	resolveAddrs = func(context.Context, string, string) ([]netip.AddrPort, error) {
+		return []netip.AddrPort{netip.MustParseAddrPort(v6addr), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}, nil
+	}
+	defer func() { resolveAddrs = orig }()
+	go func() {
+		for {
+			c, err := v4.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	base, _ := scitag.Label(2, 16)
+
+	impatient := &Dialer{Label: TagLabels(base, false), Timeout: 5 * time.Second}
+	c, err := impatient.DialContext(context.Background(), "tcp", "dual.example:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ap := netip.MustParseAddrPort(c.RemoteAddr().String()); !ap.Addr().Is4() {
+		t.Errorf("without RetryRefused: connected to %s, want the IPv4 fallback", ap)
+	}
+	c.Close()
+
+	var retries int
+	patient := &Dialer{Label: TagLabels(base, false), Timeout: 5 * time.Second, RetryRefused: 3 * time.Second,
+		OnRetry: func(string) { retries++ }}
+	listening := make(chan net.Listener, 1)
+	go func() {
+		time.Sleep(400 * time.Millisecond)
+		ln, err := net.Listen("tcp6", v6addr)
+		if err != nil {
+			t.Error(err)
+		}
+		listening <- ln
+	}()
+	start := time.Now()
+	c, err = patient.DialContext(context.Background(), "tcp", "dual.example:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if v6 := <-listening; v6 != nil {
+		defer v6.Close()
+	}
+	if ap := netip.MustParseAddrPort(c.RemoteAddr().String()); !ap.Addr().Is6() {
+		t.Errorf("with RetryRefused: connected to %s after %v, want the IPv6 (labelled) address once it listens", ap, time.Since(start))
+	}
+	if retries == 0 {
+		t.Error("no retry reported")
+	}
+	if st := patient.LastStatus(); st == nil || st.Reason == ReasonIPv4Path {
+		t.Errorf("status %+v, want the labelled path", st)
+	}
 }
 
 // Every segment the dialer sends carries the tag's label; an ordinary dial's do not.
@@ -172,7 +257,7 @@ func TestDialerIPv4FallsBack(t *testing.T) {
 func TestDialerErrors(t *testing.T) {
 	ln, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		skipWithoutIPv6(t, err)
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now

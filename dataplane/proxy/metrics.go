@@ -23,6 +23,7 @@ type metrics struct {
 	dialFailures      *prometheus.CounterVec
 	datagrams         *prometheus.CounterVec
 	datagramDrops     *prometheus.CounterVec
+	dialRetries       *prometheus.CounterVec
 	configReloads     *prometheus.CounterVec
 }
 
@@ -50,6 +51,10 @@ func newMetrics(tunnel string) *metrics {
 			Name: "scitunnel_proxy_dial_failures_total", ConstLabels: constLabels,
 			Help: "Connections to a target (producer or remote end) that could not be made.",
 		}, []string{"target"}),
+		dialRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "scitunnel_proxy_dial_retries_total", ConstLabels: constLabels,
+			Help: "Dials to a target retried after it refused the connection (a peer not ready yet), within the dial timeout.",
+		}, []string{"target"}),
 		datagrams: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scitunnel_proxy_udp_datagrams_total", ConstLabels: constLabels,
 			Help: "UDP datagrams relayed, by direction.",
@@ -64,7 +69,7 @@ func newMetrics(tunnel string) *metrics {
 		}, []string{"result"}),
 	}
 	m.registry.MustRegister(m.configReloads, m.bytes, m.active, m.total, m.handshakeFailures, m.dialFailures,
-		m.datagrams, m.datagramDrops,
+		m.datagrams, m.datagramDrops, m.dialRetries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -90,7 +90,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Proxy, error) {
 	}
 	p.cfg.Store(cfg)
 	p.allowBit19 = !flowlabel.KernelReservesBit19()
-	p.dialer = &flowlabel.Dialer{Timeout: cfg.DialTimeout.Duration, Label: p.nextLabel}
+	// Refusals are retried for half the dial timeout (a peer just becoming ready), leaving the
+	// rest for a last try that may fall back to IPv4.
+	p.dialer = &flowlabel.Dialer{Timeout: cfg.DialTimeout.Duration, Label: p.nextLabel,
+		RetryRefused: cfg.DialTimeout.Duration / 2,
+		OnRetry:      func(target string) { p.metrics.dialRetries.WithLabelValues(target).Inc() }}
 	p.reflection, p.reflectionWhy = flowlabel.ReflectOff, "this end accepts no labelled connections"
 	if acceptsStreams(cfg) {
 		p.reflection, p.reflectionWhy = flowlabel.DetectReflection()

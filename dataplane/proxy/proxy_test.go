@@ -456,13 +456,55 @@ func dialRead(t *testing.T, addr string) dialed {
 	return dialed{c: c, got: string(buf)}
 }
 
+// A target that refuses at first (a peer whose port opens a moment later) is dialed again
+// within the dial timeout: the consumer's connection is carried, not reset.
+func TestRefusedDialIsRetried(t *testing.T) {
+	later, _ := net.Listen("tcp", "[::1]:0")
+	target := later.Addr().String()
+	later.Close()
+	port := freePort(t)
+	// Tagged, as in the pods: the refusal comes back through the flow-label dialer's own connect.
+	p := startProxy(t, &config.Config{Tunnel: "t/late", Role: config.Outbound, Protocol: config.TCP,
+		Scitag: &config.Scitag{ExperimentID: 2, ActivityID: 16, Entropy: true},
+		Routes: []config.Route{{ListenPort: port, Target: target}}, DialTimeout: config.Duration{Duration: 5 * time.Second}})
+	c, err := net.Dial("tcp", hostPort("::1", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a refused dial to be retried", 2*time.Second, func() bool {
+		return counterValue(t, p, "scitunnel_proxy_dial_retries_total", map[string]string{"target": target}) >= 1
+	})
+	ln, err := net.Listen("tcp", target) // the peer is up now
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if s, err := ln.Accept(); err == nil {
+			echo(s)
+		}
+	}()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello" {
+		t.Fatalf("through a target that came up late: %q, %v", got, err)
+	}
+	if n := counterValue(t, p, "scitunnel_proxy_dial_failures_total", map[string]string{"target": target}); n != 0 {
+		t.Errorf("%v dial failures counted for a dial that succeeded on retry", n)
+	}
+}
+
 func TestDialFailureIsCounted(t *testing.T) {
 	dead, _ := net.Listen("tcp", "[::1]:0")
 	target := dead.Addr().String()
 	dead.Close()
 	port := freePort(t)
 	p := startProxy(t, &config.Config{Tunnel: "t/dead", Role: config.Outbound, Protocol: config.TCP,
-		Routes: []config.Route{{ListenPort: port, Target: target}}})
+		Routes: []config.Route{{ListenPort: port, Target: target}}, DialTimeout: config.Duration{Duration: time.Second}})
 	c, err := net.Dial("tcp", hostPort("::1", port))
 	if err != nil {
 		t.Fatal(err)
