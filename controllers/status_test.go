@@ -6,6 +6,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -77,6 +78,37 @@ var _ = Describe("Conditions, live throughput and printer columns", Ordered, fun
 			g.Expect(t.Status.Message).To(Equal(c.Message))
 		})
 		setDeploymentAvailable(t, 1)
+	})
+
+	It("says when the proxy pods cannot be created or their rollout is stuck, and records it as an event", func() {
+		setDeploymentConditions := func(conds ...appsv1.DeploymentCondition) {
+			Eventually(func(g Gomega) {
+				var d appsv1.Deployment
+				g.Expect(k8sClient.Get(ctx, key(t), &d)).To(Succeed())
+				d.Status.Conditions = conds
+				g.Expect(k8sClient.Status().Update(ctx, &d)).To(Succeed())
+			}, timeout, interval).Should(Succeed())
+		}
+		setDeploymentConditions(appsv1.DeploymentCondition{Type: appsv1.DeploymentReplicaFailure, Status: corev1.ConditionTrue,
+			Reason: "FailedCreate", Message: `pods "live-x" is forbidden: exceeded quota: compute`})
+		eventually(t, func(g Gomega) {
+			c := expectCondition(g, t.Status.Conditions, "Degraded", metav1.ConditionTrue, "ReplicaFailure")
+			g.Expect(c.Message).To(ContainSubstring("exceeded quota: compute"))
+			g.Expect(t.Status.Message).To(ContainSubstring("cannot be created"))
+		})
+		Eventually(func(g Gomega) { hasEvent(g, ns, "ReplicaFailure") }, timeout, interval).Should(Succeed())
+
+		setDeploymentConditions(appsv1.DeploymentCondition{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionFalse,
+			Reason: "ProgressDeadlineExceeded", Message: `ReplicaSet "live-abc" has timed out progressing.`})
+		eventually(t, func(g Gomega) {
+			c := expectCondition(g, t.Status.Conditions, "Degraded", metav1.ConditionTrue, "RolloutStuck")
+			g.Expect(c.Message).To(ContainSubstring("has timed out progressing"))
+		})
+
+		setDeploymentConditions()
+		eventually(t, func(g Gomega) {
+			expectCondition(g, t.Status.Conditions, "Degraded", metav1.ConditionFalse, "AsExpected")
+		})
 	})
 
 	It("reads per-tag throughput, connections and the flow-label report from the pods", func() {
