@@ -73,6 +73,13 @@ func openSocket(iface net.Interface, rate, snaplen uint32) (*socket, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
 		return fail("PACKET_AUXDATA", err)
 	}
+	if loopback {
+		// Loopback hands every packet to the taps twice, on the way out and on the way in. The
+		// filter drops the outgoing copy, but the kernel clones each outgoing packet for a tap
+		// before any filter runs; PACKET_IGNORE_OUTGOING (Linux 4.20) spares those clones.
+		// Older kernels refuse it and the filter alone keeps the count right.
+		_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
+	}
 	// The queue is charged the full size of each sampled packet (a clone of a 64 KiB
 	// super-frame costs 64 KiB however little of it is copied out), so ask for room: past the
 	// rmem_max limit when permitted (CAP_NET_ADMIN), else up to it.
