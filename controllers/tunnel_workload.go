@@ -325,8 +325,9 @@ func (r *StreamTunnelReconciler) reconcileDeployment(ctx context.Context, s *tun
 	}
 	// A tunnel applied together with its ScitagPolicy: the policy resolves within moments.
 	// Starting the pods untagged meanwhile would roll them again right away, and the first
-	// consumers would stream, unlabelled, through pods that are already draining.
-	if !found && s.tagPending && s.now.Sub(t.CreationTimestamp.Time) < tagPendingWait {
+	// consumers would stream, unlabelled, through pods that are already draining. (Wall-clock
+	// time against the API server's timestamp: the reconciler's clock is for certificates.)
+	if !found && s.tagPending && time.Since(t.CreationTimestamp.Time) < tagPendingWait {
 		s.requeueAfter(time.Second)
 		return nil
 	}
