@@ -56,14 +56,18 @@ type Sampler struct {
 
 // dataSource is one interface as an sFlow data source.
 type dataSource struct {
-	sock      *socket
-	pool0     uint64 // packet count at start: the pool counts from there
-	flowSeq   atomic.Uint32
-	ctrSeq    uint32
-	sampled   atomic.Uint64
-	drops     atomic.Uint32 // cumulative kernel drops
-	lastPool  atomic.Uint64
-	poolStamp atomic.Int64
+	sock    *socket
+	pool0   uint64 // packet count at start: the pool counts from there
+	flowSeq atomic.Uint32
+	ctrSeq  uint32
+	sampled atomic.Uint64
+	drops   atomic.Uint32 // cumulative kernel drops
+
+	// The pool estimate, touched by the exporter goroutine only (see pool).
+	poolRead    uint64 // interface packets at the last sysfs read, since pool0
+	poolReadAt  int64  // when, in Unix nanoseconds
+	poolSince   uint64 // samples taken since that read
+	poolCurrent uint64 // the last pool reported: it never goes back
 }
 
 type sample struct {
@@ -348,15 +352,23 @@ func (e *exporter) flow(smp sample) {
 // sampler started, from the kernel's interface counters. (PACKET_STATISTICS cannot give it: the
 // socket only ever sees, and counts, the packets the filter kept.) The counters count skbs on
 // veth and loopback, as the tap does; a NIC that counts TSO segments makes the pool larger.
-// They are re-read at most every 10 ms, so a busy sampler reads sysfs at most 100 times a
-// second per interface.
+//
+// Reading sysfs for every sample would cost more than the sample itself, so the counters are
+// re-read at most every 10 ms, and between reads each sample adds the sampling rate (its
+// expected share of the pool, as hsflowd does when the kernel gives no count). A burst therefore
+// does not leave the pool 10 ms behind, and the next read corrects the estimate. The pool never
+// goes back: collectors take a smaller pool for a counter wrap.
 func (e *exporter) pool(src *dataSource) uint32 {
 	now := time.Now().UnixNano()
-	if now-src.poolStamp.Load() > int64(10*time.Millisecond) {
-		src.lastPool.Store(packetCount(src.sock.iface.Name, src.sock.loopback) - src.pool0)
-		src.poolStamp.Store(now)
+	if now-src.poolReadAt > int64(10*time.Millisecond) {
+		src.poolRead = packetCount(src.sock.iface.Name, src.sock.loopback) - src.pool0
+		src.poolReadAt = now
+		src.poolSince = 0
+	} else {
+		src.poolSince++
 	}
-	return uint32(src.lastPool.Load())
+	src.poolCurrent = max(src.poolCurrent, src.poolRead+src.poolSince*uint64(e.s.cfg.SamplingRate))
+	return uint32(src.poolCurrent)
 }
 
 // drops is the data source's cumulative count of samples the kernel dropped.

@@ -91,6 +91,9 @@ func TestTsharkDecodesSampler(t *testing.T) {
 				if p.FlowLabel == 65572 {
 					labelled++
 				}
+				if inner, ok := icmpv6ErrorInnerLabel(h.Header); ok {
+					labels = append(labels, "0x"+leftPad(strconv.FormatUint(uint64(inner), 16), 6))
+				}
 			}
 		}
 		want := []string{strconv.Itoa(int(dg.SequenceNumber)), strings.Join(rates, ","), strings.Join(pools, ","), strings.Join(lengths, ",")}
@@ -114,6 +117,20 @@ func TestTsharkDecodesSampler(t *testing.T) {
 	if datagrams < 3 || labelled < 50 {
 		t.Errorf("%d datagrams, %d labelled samples: too few to check", datagrams, labelled)
 	}
+}
+
+// icmpv6ErrorInnerLabel is the flow label of the packet an ICMPv6 error message quotes, which
+// tshark lists as one more ipv6.flow (warmNeighbour's probe to port 9 draws a port unreachable).
+func icmpv6ErrorInnerLabel(frame []byte) (uint32, bool) {
+	const eth, ip6, icmp = 14, 40, 8
+	if len(frame) < eth+ip6+icmp+ip6 || frame[12] != 0x86 || frame[13] != 0xDD || frame[eth+6] != 58 {
+		return 0, false // not Ethernet + IPv6 + ICMPv6 (without extension headers)
+	}
+	if frame[eth+ip6] >= 128 || frame[eth+ip6+icmp]>>4 != 6 {
+		return 0, false // an informational message, or no IPv6 packet quoted
+	}
+	inner := frame[eth+ip6+icmp:]
+	return uint32(inner[1]&0x0F)<<16 | uint32(inner[2])<<8 | uint32(inner[3]), true
 }
 
 func leftPad(s string, n int) string {
