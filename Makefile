@@ -357,6 +357,9 @@ test-dataplane: ## The data plane's tests (proxy, flow-label dialer, CLI); as ro
 # failing input (go.dev/issue/75804, fixed in Go 1.27); a count has no deadline to race.
 SFLOW_FUZZ_TIME ?= 400000x
 SFLOW_ANALYZER_FUZZ_TIME ?= 80000x
+# The tunnel's throughput with the sidecar started and stopped every 2 s within one iperf3 run of
+# this length (see hack/bench/tunnel/toggle.go: separate runs drift more than the cost measured).
+SFLOW_TOGGLE_TIME ?= 90s
 
 .PHONY: fuzz-short
 fuzz-short: ## Fuzz the sFlow decoder (against goflow2, the oracle) and the analyzer for a bounded time (CI).
@@ -364,10 +367,12 @@ fuzz-short: ## Fuzz the sFlow decoder (against goflow2, the oracle) and the anal
 	go test ./dataplane/analyzer -run '^$$' -fuzz '^FuzzIngest$$' -fuzztime $(SFLOW_ANALYZER_FUZZ_TIME)
 
 .PHONY: bench-sflow
-bench-sflow: ## sFlow figures: decode+attribute samples/s on one core and x goflow2; sampler on/off throughput ratio (root, iperf3).
+bench-sflow: ## sFlow figures: decode+attribute samples/s on one core and x goflow2; sampler on/off throughput ratio, on a veth pair and through the TLS tunnel (root, iperf3).
 	go test ./dataplane/sflow -run '^$$' -bench '^BenchmarkDecodeRatio$$' -cpu 1
 	go test ./dataplane/analyzer -run '^$$' -bench '^(BenchmarkIngest|BenchmarkGoflow2Decode|BenchmarkIngestVsGoflow2)$$' -cpu 1
 	go test ./dataplane/sampler -run '^$$' -bench '^BenchmarkThroughputSamplerOnOff$$' -benchtime 1x -v
+	$(GO_BUILD_ENV) go build $(GO_BUILD_FLAGS) -o $(LOCALBIN)/scitunnel ./cmd/scitunnel
+	go run ./hack/bench/tunnel -scitunnel $(LOCALBIN)/scitunnel -paths '' -streams 1,4 -sampler-toggle $(SFLOW_TOGGLE_TIME)
 
 TEST_PHASES_FUZZ += fuzz-short
 TEST_PHASES_BENCH += bench-sflow

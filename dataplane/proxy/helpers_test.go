@@ -98,22 +98,30 @@ func hostPort(host string, port int) string { return net.JoinHostPort(host, strc
 // startProxy runs a proxy until the test ends.
 func startProxy(t *testing.T, cfg *config.Config) *Proxy {
 	t.Helper()
+	p, _, _ := startStoppableProxy(t, cfg)
+	return p
+}
+
+// startStoppableProxy is startProxy for the drain tests: stop is what SIGTERM does, and done
+// closes when Run has returned.
+func startStoppableProxy(t *testing.T, cfg *config.Config) (p *Proxy, stop func(), done <-chan struct{}) {
+	t.Helper()
 	p, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	finished := make(chan struct{})
 	go func() {
 		_ = p.Run(ctx)
-		close(done)
+		close(finished)
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		<-finished
 	})
 	waitReady(t, p)
-	return p
+	return p, cancel, finished
 }
 
 func waitReady(t *testing.T, p *Proxy) {

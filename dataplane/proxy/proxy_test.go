@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -296,14 +295,7 @@ func TestGracefulDrain(t *testing.T) {
 	port := freePort(t)
 	cfg := &config.Config{Tunnel: "t/drain", Role: config.Outbound, Protocol: config.TCP,
 		Routes: []config.Route{{ListenPort: port, Target: prod.addr}}, DrainTimeout: config.Duration{Duration: time.Second}}
-	p, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	waitReady(t, p)
+	_, cancel, done := startStoppableProxy(t, cfg)
 
 	c, err := net.Dial("tcp", hostPort("::1", port))
 	if err != nil {
@@ -346,14 +338,7 @@ func TestDrainEndsEarlyWhenConnectionsFinish(t *testing.T) {
 	port := freePort(t)
 	cfg := &config.Config{Tunnel: "t/drain", Role: config.Outbound, Protocol: config.TCP,
 		Routes: []config.Route{{ListenPort: port, Target: prod.addr}}, DrainTimeout: config.Duration{Duration: time.Minute}}
-	p, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	waitReady(t, p)
+	_, cancel, done := startStoppableProxy(t, cfg)
 	c, _ := net.Dial("tcp", hostPort("::1", port))
 	c.Write([]byte("x"))
 	io.ReadFull(c, make([]byte, 1))
@@ -459,9 +444,7 @@ func dialRead(t *testing.T, addr string) dialed {
 // A target that refuses at first (a peer whose port opens a moment later) is dialed again
 // within the dial timeout: the consumer's connection is carried, not reset.
 func TestRefusedDialIsRetried(t *testing.T) {
-	later, _ := net.Listen("tcp", "[::1]:0")
-	target := later.Addr().String()
-	later.Close()
+	target := refusingAddr(t)
 	port := freePort(t)
 	// Tagged, as in the pods: the refusal comes back through the flow-label dialer's own connect.
 	p := startProxy(t, &config.Config{Tunnel: "t/late", Role: config.Outbound, Protocol: config.TCP,
@@ -498,10 +481,19 @@ func TestRefusedDialIsRetried(t *testing.T) {
 	}
 }
 
+// refusingAddr is a loopback address where nothing listens: a dial to it is refused.
+func refusingAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 func TestDialFailureIsCounted(t *testing.T) {
-	dead, _ := net.Listen("tcp", "[::1]:0")
-	target := dead.Addr().String()
-	dead.Close()
+	target := refusingAddr(t)
 	port := freePort(t)
 	p := startProxy(t, &config.Config{Tunnel: "t/dead", Role: config.Outbound, Protocol: config.TCP,
 		Routes: []config.Route{{ListenPort: port, Target: target}}, DialTimeout: config.Duration{Duration: time.Second}})

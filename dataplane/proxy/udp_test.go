@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -279,15 +278,7 @@ func TestUDPDrainKeepsSessionsAndRefusesNewOnes(t *testing.T) {
 	port := freePort(t)
 	cfg := &config.Config{Tunnel: "t/udp-drain", Role: config.Outbound, Protocol: config.UDP, UDPTransport: config.UDPPlain,
 		Routes: []config.Route{{ListenPort: port, Target: target}}, DrainTimeout: config.Duration{Duration: 20 * time.Second}}
-	p, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	waitReady(t, p)
+	p, cancel, done := startStoppableProxy(t, cfg)
 
 	roundTrip := func(c net.Conn, msg string) error {
 		if _, err := c.Write([]byte(msg)); err != nil {

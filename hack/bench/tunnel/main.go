@@ -44,6 +44,8 @@ func main() {
 	rounds := flag.Int("pingpong-rounds", 5000, "1 KiB round trips per latency measurement")
 	repeat := flag.Int("repeat", 1, "measure every path this many times, interleaved, and report the median (a shared machine's load drifts)")
 	env := flag.String("scitunnel-env", "", "extra environment for the scitunnel processes, e.g. GOMAXPROCS=2,GOGC=200")
+	toggle := flag.Duration("sampler-toggle", 0, "also measure the sFlow sidecar's cost within one iperf3 run this long through the TLS pair, starting and stopping the sidecar every --toggle-phase (root; 0: not measured)")
+	togglePhase := flag.Duration("toggle-phase", 2*time.Second, "how long the sidecar stays on, then off, in --sampler-toggle")
 	keep := flag.Bool("keep", false, "keep the work directory (configurations, certificates, logs)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./hack/bench/tunnel [flags]\n\nPaths: %s\n\nFlags:\n", strings.Join(allPathNames(), ", "))
@@ -57,6 +59,9 @@ func main() {
 	}
 	var chosen []pathDef
 	for _, name := range strings.Split(*pathsFlag, ",") {
+		if strings.TrimSpace(name) == "" {
+			continue // -paths "" measures no path (with -sampler-toggle alone)
+		}
 		p, ok := pathByName(strings.TrimSpace(name))
 		if !ok {
 			fatal("--paths: unknown path %q (have %s)", name, strings.Join(allPathNames(), ", "))
@@ -96,8 +101,14 @@ func main() {
 		if *repeat > 1 {
 			fmt.Printf(" round %d of %d\n", round, *repeat)
 		}
+		// Even rounds run the paths in reverse, so no path always runs right after the same one
+		// (a path that leaves the machine busy would otherwise tax its successor every time).
+		order := slices.Clone(chosen)
+		if round%2 == 0 {
+			slices.Reverse(order)
+		}
 		var results []result
-		for _, p := range chosen {
+		for _, p := range order {
 			if ctx.Err() != nil {
 				break
 			}
@@ -105,12 +116,28 @@ func main() {
 		}
 		runs = append(runs, results)
 	}
+	var toggles []toggleResult
+	for _, s := range streams {
+		if *toggle <= 0 || ctx.Err() != nil {
+			break
+		}
+		fmt.Printf("  sampler toggle P=%d: %s with the sidecar started and stopped every %s\n", s, *toggle, *togglePhase)
+		r, err := b.samplerToggle(*toggle, *togglePhase, s)
+		if err != nil {
+			fmt.Printf("  sampler toggle P=%d failed: %v\n", s, err)
+			continue
+		}
+		toggles = append(toggles, r)
+	}
 	results := medians(runs)
 	if *repeat > 1 {
 		fmt.Printf("\nmedians of %d rounds:\n", len(runs))
 	}
-	printTable(results, streams)
-	printGoals(results, streams)
+	if len(chosen) > 0 {
+		printTable(results, streams)
+	}
+	printToggle(toggles, *toggle, *togglePhase)
+	printGoals(results, runs, toggles, streams)
 }
 
 // bench holds what every path shares: the work directory, the certificates and the two servers
@@ -239,11 +266,11 @@ func medians(runs [][]result) []result {
 		return runs[0]
 	}
 	var out []result
-	for i, first := range runs[0] {
+	for _, first := range runs[0] {
 		var all []result
 		for _, run := range runs {
-			if i < len(run) && run[i].skipped == "" {
-				all = append(all, run[i])
+			if r, ok := find(run, first.path, first.streams); ok {
+				all = append(all, r)
 			}
 		}
 		if len(all) == 0 {

@@ -158,32 +158,40 @@ func launchScitunnel(protocol string) func(*bench, string, string) (int, []int, 
 	}
 }
 
-// launchScitunnelSampled is the TLS pair with the pod's sFlow sidecar beside it: the sampler at
-// 1-in-1000 on loopback (where the pair's traffic flows), sending to its own analyzer. Its CPU
-// counts as the path's. Sampling needs CAP_NET_RAW: without it the path is skipped.
+// launchScitunnelSampled is the TLS pair with the pod's sFlow sidecar beside it (startSidecar).
+// Its CPU counts as the path's. Sampling needs CAP_NET_RAW: without it the path is skipped.
 func launchScitunnelSampled(b *bench, target, tag string) (int, []int, []*exec.Cmd, error) {
 	entry, listening, procs, err := launchScitunnel("TLS")(b, target, tag)
 	if err != nil {
 		return entry, listening, procs, err
 	}
+	sidecar, err := b.startSidecar(tag)
+	if sidecar != nil {
+		procs = append(procs, sidecar)
+	}
+	return entry, listening, procs, err
+}
+
+// startSidecar runs the pod's sFlow sidecar: the sampler at 1-in-1000 on loopback (where the
+// pairs' traffic flows), sending to its own analyzer. It returns once the sampler is on.
+func (b *bench) startSidecar(tag string) (*exec.Cmd, error) {
 	logName := "sflow-" + tag
 	sidecar, err := b.spawn(logName, b.scitunnelEnv, b.scitunnel, "sflow", "--interfaces", "lo", "--sampling-rate", "1000",
 		"--assigned-tags", "2.16", "--listen", "[::1]:0", "--http", "[::1]:0", "--polling-interval", "20s")
 	if err != nil {
-		return entry, listening, procs, err
+		return nil, err
 	}
-	procs = append(procs, sidecar)
 	logPath := filepath.Join(b.work, logName+".log")
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		log, _ := os.ReadFile(logPath)
 		switch {
 		case strings.Contains(string(log), `"msg":"sampler on"`):
-			return entry, listening, procs, nil
+			return sidecar, nil
 		case strings.Contains(string(log), `"msg":"sampler off`):
-			return entry, listening, procs, fmt.Errorf("the sampler did not start (run as root for CAP_NET_RAW; %s)", logPath)
+			return sidecar, fmt.Errorf("the sampler did not start (run as root for CAP_NET_RAW; %s)", logPath)
 		}
 	}
-	return entry, listening, procs, fmt.Errorf("the sFlow sidecar did not report its sampler (%s)", logPath)
+	return sidecar, fmt.Errorf("the sFlow sidecar did not report its sampler (%s)", logPath)
 }
 
 // launchStunnel runs two stunnel4 processes as in the team's reference baseline: a client-mode
