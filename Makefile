@@ -357,9 +357,9 @@ test-dataplane: ## The data plane's tests (proxy, flow-label dialer, CLI); as ro
 # failing input (go.dev/issue/75804, fixed in Go 1.27); a count has no deadline to race.
 SFLOW_FUZZ_TIME ?= 400000x
 SFLOW_ANALYZER_FUZZ_TIME ?= 80000x
-# The tunnel's throughput with the sidecar started and stopped every 2 s within one iperf3 run of
+# The tunnel's throughput with the sidecar started and stopped every second within one iperf3 run of
 # this length (see hack/bench/tunnel/toggle.go: separate runs drift more than the cost measured).
-SFLOW_TOGGLE_TIME ?= 90s
+SFLOW_TOGGLE_TIME ?= 240s
 
 .PHONY: fuzz-short
 fuzz-short: ## Fuzz the sFlow decoder (against goflow2, the oracle) and the analyzer for a bounded time (CI).

@@ -65,7 +65,7 @@ type dataSource struct {
 
 	// The pool estimate, touched by the exporter goroutine only (see pool).
 	poolRead    uint64 // interface packets at the last sysfs read, since pool0
-	poolReadAt  int64  // when, in Unix nanoseconds
+	poolReadAt  int64  // when, in Unix nanoseconds (the drops were read then too)
 	poolSince   uint64 // samples taken since that read
 	poolCurrent uint64 // the last pool reported: it never goes back
 }
@@ -348,43 +348,53 @@ func (e *exporter) flow(smp sample) {
 	}
 }
 
+// kernelReadInterval is how often a busy sampler re-reads what the kernel counts for a data
+// source (interface counters from sysfs, the socket's drops): a read for every sample would
+// cost more than the sample itself, and the pool is extrapolated in between (see pool).
+const kernelReadInterval = 100 * time.Millisecond
+
+// refresh re-reads the kernel's counts for src if the last read is older than
+// kernelReadInterval, and says whether it did.
+func (e *exporter) refresh(src *dataSource) bool {
+	now := time.Now().UnixNano()
+	if now-src.poolReadAt <= int64(kernelReadInterval) {
+		return false
+	}
+	src.poolRead = packetCount(src.sock.iface.Name, src.sock.loopback) - src.pool0
+	src.poolReadAt = now
+	src.poolSince = 0
+	if d, err := src.sock.drops(); err == nil && d > 0 {
+		total := src.drops.Add(d)
+		// At most one warning a minute: drops come in bursts under load.
+		if t := time.Now(); t.Sub(e.lastDropLog) > time.Minute {
+			e.lastDropLog = t
+			e.s.log.Warn("sampler: the kernel dropped samples (socket queue full); the analyzer compensates from the drops field",
+				"interface", src.sock.iface.Name, "total", total)
+		}
+	}
+	return true
+}
+
 // pool is the data source's sample pool: the packets that passed the interface since the
 // sampler started, from the kernel's interface counters. (PACKET_STATISTICS cannot give it: the
 // socket only ever sees, and counts, the packets the filter kept.) The counters count skbs on
 // veth and loopback, as the tap does; a NIC that counts TSO segments makes the pool larger.
 //
-// Reading sysfs for every sample would cost more than the sample itself, so the counters are
-// re-read at most every 10 ms, and between reads each sample adds the sampling rate (its
-// expected share of the pool, as hsflowd does when the kernel gives no count). A burst therefore
-// does not leave the pool 10 ms behind, and the next read corrects the estimate. The pool never
-// goes back: collectors take a smaller pool for a counter wrap.
+// Between reads (refresh) each sample adds the sampling rate, its expected share of the pool,
+// as hsflowd does when the kernel gives no count: a burst does not leave the pool behind, and
+// the next read corrects the estimate. The pool never goes back: collectors take a smaller pool
+// for a counter wrap.
 func (e *exporter) pool(src *dataSource) uint32 {
-	now := time.Now().UnixNano()
-	if now-src.poolReadAt > int64(10*time.Millisecond) {
-		src.poolRead = packetCount(src.sock.iface.Name, src.sock.loopback) - src.pool0
-		src.poolReadAt = now
-		src.poolSince = 0
-	} else {
+	if !e.refresh(src) {
 		src.poolSince++
 	}
 	src.poolCurrent = max(src.poolCurrent, src.poolRead+src.poolSince*uint64(e.s.cfg.SamplingRate))
 	return uint32(src.poolCurrent)
 }
 
-// drops is the data source's cumulative count of samples the kernel dropped.
-func (e *exporter) drops(src *dataSource) uint32 {
-	d, err := src.sock.drops()
-	if err == nil && d > 0 {
-		total := src.drops.Add(d)
-		// At most one warning a minute: drops come in bursts under load.
-		if now := time.Now(); now.Sub(e.lastDropLog) > time.Minute {
-			e.lastDropLog = now
-			e.s.log.Warn("sampler: the kernel dropped samples (socket queue full); the analyzer compensates from the drops field",
-				"interface", src.sock.iface.Name, "total", total)
-		}
-	}
-	return src.drops.Load()
-}
+// drops is the data source's cumulative count of samples the kernel dropped, as of the last
+// refresh (call pool first).
+func (e *exporter) drops(src *dataSource) uint32 { return src.drops.Load() }
 
 func (e *exporter) counters() {
 	for _, src := range e.s.sources {

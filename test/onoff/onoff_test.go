@@ -71,8 +71,11 @@ func TestSummarizeSeesACostUnderDrift(t *testing.T) {
 	if res.Pairs != 4 {
 		t.Errorf("%d pairs, want 4 (on phases 1, 3, 5, 7 of %d transitions)", res.Pairs, len(ts))
 	}
-	if math.Abs(res.Median-0.97) > 0.003 {
-		t.Errorf("median on/off %.4f, want 0.97: the drift leaked into the ratio", res.Median)
+	if math.Abs(res.Median-0.97) > 0.003 || math.Abs(res.Mean-0.97) > 0.003 {
+		t.Errorf("on/off median %.4f, mean %.4f, want 0.97: the drift leaked into the ratio", res.Median, res.Mean)
+	}
+	if res.Verdict(0.98) != "MISSED" || res.Verdict(0.96) != "met" {
+		t.Errorf("a steady 0.97x with 95%% interval %.4f..%.4f: verdicts %q at 0.98, %q at 0.96", res.CILo, res.CIHi, res.Verdict(0.98), res.Verdict(0.96))
 	}
 	if res.OnShare < 0.35 || res.OnShare > 0.45 {
 		t.Errorf("on for %.2f of the run, want 8 s of 20", res.OnShare)
@@ -131,5 +134,28 @@ func TestToggleEndsOffWithAWholeOffPhase(t *testing.T) {
 		if tr.Begin < want || tr.Begin > want+50*time.Millisecond || tr.End < tr.Begin {
 			t.Errorf("transition %d at %v..%v, want from %v", i, tr.Begin, tr.End, want)
 		}
+	}
+}
+
+func TestConfidenceInterval(t *testing.T) {
+	// Ratios around 0.99 with a spread of 6%: the interval holds 0.99 and is about
+	// 2.09*0.06/sqrt(20) = 2.8% either side.
+	var ratios []float64
+	for i := range 20 {
+		d := 0.06
+		if i%2 == 0 {
+			d = -d
+		}
+		ratios = append(ratios, 0.99*math.Exp(d))
+	}
+	mean, lo, hi := meanWithCI(ratios)
+	if math.Abs(mean-0.99) > 1e-9 {
+		t.Errorf("geometric mean %v, want 0.99", mean)
+	}
+	if half := math.Log(hi / mean); math.Abs(half-2.09*0.0615/math.Sqrt(20)) > 0.001 || math.Abs(math.Log(mean/lo)-half) > 1e-9 {
+		t.Errorf("interval %v..%v", lo, hi)
+	}
+	if v := (Result{Pairs: 20, Mean: mean, CILo: lo, CIHi: hi}).Verdict(0.98); v != "not shown" {
+		t.Errorf("an interval straddling the goal: %q", v)
 	}
 }

@@ -45,7 +45,7 @@ func main() {
 	repeat := flag.Int("repeat", 1, "measure every path this many times, interleaved, and report the median (a shared machine's load drifts)")
 	env := flag.String("scitunnel-env", "", "extra environment for the scitunnel processes, e.g. GOMAXPROCS=2,GOGC=200")
 	toggle := flag.Duration("sampler-toggle", 0, "also measure the sFlow sidecar's cost within one iperf3 run this long through the TLS pair, starting and stopping the sidecar every --toggle-phase (root; 0: not measured)")
-	togglePhase := flag.Duration("toggle-phase", 2*time.Second, "how long the sidecar stays on, then off, in --sampler-toggle")
+	togglePhase := flag.Duration("toggle-phase", time.Second, "how long the sidecar stays on, then off, in --sampler-toggle")
 	keep := flag.Bool("keep", false, "keep the work directory (configurations, certificates, logs)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./hack/bench/tunnel [flags]\n\nPaths: %s\n\nFlags:\n", strings.Join(allPathNames(), ", "))

@@ -86,12 +86,13 @@ func printToggle(results []toggleResult, total, phase time.Duration) {
 	}
 	fmt.Println()
 	fmt.Printf("sampler toggled every %s within one %s iperf3 run through the TLS pair (sampler 1-in-1000 on lo):\n", phase, total)
-	fmt.Printf("%3s %6s %8s %12s %10s %10s %22s\n", "P", "pairs", "on/off", "phase range", "on Gbit/s", "off Gbit/s", "sidecar CPU x pair's")
+	fmt.Printf("%3s %6s %8s %14s %8s %12s %10s %10s %22s\n", "P", "pairs", "on/off", "95% interval", "median", "phase range", "on Gbit/s", "off Gbit/s", "sidecar CPU x pair's")
 	for _, r := range results {
 		share := "-"
 		if r.pairCPU > 0 && r.OnShare > 0 {
 			share = fmt.Sprintf("%.2f%%", 100*r.sidecarCPU/(r.pairCPU*r.OnShare))
 		}
-		fmt.Printf("%3d %6d %7.3fx %5.2f..%5.2f %10.2f %10.2f %22s\n", r.streams, r.Pairs, r.Median, r.Lo, r.Hi, r.OnGbps, r.OffGbps, share)
+		fmt.Printf("%3d %6d %7.3fx %6.3f..%6.3f %7.3fx %5.2f..%5.2f %10.2f %10.2f %22s\n", r.streams, r.Pairs, r.Mean, r.CILo, r.CIHi,
+			r.Median, r.Lo, r.Hi, r.OnGbps, r.OffGbps, share)
 	}
 }
