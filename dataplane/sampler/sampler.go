@@ -322,12 +322,13 @@ func (e *exporter) begin() {
 func (e *exporter) flow(smp sample) {
 	src := smp.src
 	ifindex := uint32(src.sock.iface.Index)
+	refreshed := e.refresh(src)
 	fs := sflow.FlowSample{
 		SequenceNumber: src.flowSeq.Add(1),
 		SourceIDIndex:  ifindex,
 		SamplingRate:   e.s.cfg.SamplingRate,
-		SamplePool:     e.pool(src),
-		Drops:          e.drops(src),
+		SamplePool:     e.pool(src, refreshed),
+		Drops:          src.drops.Load(), // as of that refresh
 		Input:          ifindex,
 		Output:         sflow.InterfaceInternal,
 		Headers: []sflow.SampledHeader{{
@@ -383,18 +384,14 @@ func (e *exporter) refresh(src *dataSource) bool {
 // Between reads (refresh) each sample adds the sampling rate, its expected share of the pool,
 // as hsflowd does when the kernel gives no count: a burst does not leave the pool behind, and
 // the next read corrects the estimate. The pool never goes back: collectors take a smaller pool
-// for a counter wrap.
-func (e *exporter) pool(src *dataSource) uint32 {
-	if !e.refresh(src) {
+// for a counter wrap. refreshed says whether this sample's refresh read the counters anew.
+func (e *exporter) pool(src *dataSource, refreshed bool) uint32 {
+	if !refreshed {
 		src.poolSince++
 	}
 	src.poolCurrent = max(src.poolCurrent, src.poolRead+src.poolSince*uint64(e.s.cfg.SamplingRate))
 	return uint32(src.poolCurrent)
 }
-
-// drops is the data source's cumulative count of samples the kernel dropped, as of the last
-// refresh (call pool first).
-func (e *exporter) drops(src *dataSource) uint32 { return src.drops.Load() }
 
 func (e *exporter) counters() {
 	for _, src := range e.s.sources {

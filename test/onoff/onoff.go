@@ -13,10 +13,12 @@
 package onoff
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math"
+	"os/exec"
 	"slices"
 	"strconv"
 	"time"
@@ -70,6 +72,28 @@ func Toggle(ctx context.Context, launched time.Time, total, phase time.Duration,
 		ts = append(ts, Transition{Begin: begin, End: time.Since(launched), On: state})
 	}
 	return ts, nil
+}
+
+// Measure runs iperf, an iperf3 client given IperfArgs(total), while Toggle switches the thing
+// on and off every phase, and summarizes iperf3's report. If it fails while the thing is on, the
+// caller switches it off.
+func Measure(ctx context.Context, iperf *exec.Cmd, total, phase time.Duration, on, off func() error) (Result, error) {
+	var report bytes.Buffer
+	iperf.Stdout = &report
+	launched := time.Now()
+	if err := iperf.Start(); err != nil {
+		return Result{}, fmt.Errorf("iperf3: %w", err)
+	}
+	ts, err := Toggle(ctx, launched, total, phase, on, off)
+	if err != nil {
+		_ = iperf.Process.Kill()
+		_ = iperf.Wait()
+		return Result{}, err
+	}
+	if err := iperf.Wait(); err != nil {
+		return Result{}, fmt.Errorf("iperf3: %w\n%s", err, report.String())
+	}
+	return Summarize(report.Bytes(), ts, total)
 }
 
 // Result compares the on phases with the off phases.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -38,12 +37,6 @@ func (b *bench) samplerToggle(total, phase time.Duration, streams int) (toggleRe
 	host, port, _ := splitPort(pair.entry)
 	args := append([]string{"-6", "-c", host, "-p", strconv.Itoa(port), "-P", strconv.Itoa(streams)}, onoff.IperfArgs(total)...)
 	iperf := exec.CommandContext(ctx, "iperf3", args...)
-	var report bytes.Buffer
-	iperf.Stdout = &report
-	launched := time.Now()
-	if err := iperf.Start(); err != nil {
-		return res, err
-	}
 
 	var sidecar *exec.Cmd
 	on := func() error {
@@ -64,19 +57,11 @@ func (b *bench) samplerToggle(total, phase time.Duration, streams int) (toggleRe
 		_ = sidecar.Wait()
 		return nil
 	}
-	transitions, err := onoff.Toggle(ctx, launched, total, phase, on, off)
-	if err != nil {
-		if sidecar != nil && sidecar.ProcessState == nil {
-			_ = off()
-		}
-		_ = iperf.Wait()
-		return res, err
-	}
-	if err := iperf.Wait(); err != nil {
-		return res, fmt.Errorf("iperf3: %w", err)
+	res.Result, err = onoff.Measure(ctx, iperf, total, phase, on, off)
+	if sidecar != nil && sidecar.ProcessState == nil {
+		_ = off() // the run failed while the sidecar was on
 	}
 	res.pairCPU = pair.cpu() - cpu0
-	res.Result, err = onoff.Summarize(report.Bytes(), transitions, total)
 	return res, err
 }
 
