@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -71,34 +70,18 @@ func TestInsertVLAN(t *testing.T) {
 
 func TestHeaderProtocol(t *testing.T) {
 	for _, c := range []struct {
-		hatype, proto uint16
-		want          uint32
+		hatype, ethertype uint16
+		want              uint32
 	}{
-		{unix.ARPHRD_ETHER, htons(unix.ETH_P_IPV6), sflow.HeaderEthernet},
-		{unix.ARPHRD_LOOPBACK, htons(unix.ETH_P_IP), sflow.HeaderEthernet},
-		{unix.ARPHRD_NONE, htons(unix.ETH_P_IPV6), sflow.HeaderIPv6},
-		{unix.ARPHRD_NONE, htons(unix.ETH_P_IP), sflow.HeaderIPv4},
-		{unix.ARPHRD_NONE, htons(unix.ETH_P_ARP), 0},
+		{unix.ARPHRD_ETHER, unix.ETH_P_IPV6, sflow.HeaderEthernet},
+		{unix.ARPHRD_LOOPBACK, unix.ETH_P_IP, sflow.HeaderEthernet},
+		{unix.ARPHRD_NONE, unix.ETH_P_IPV6, sflow.HeaderIPv6},
+		{unix.ARPHRD_NONE, unix.ETH_P_IP, sflow.HeaderIPv4},
+		{unix.ARPHRD_NONE, unix.ETH_P_ARP, 0},
 	} {
-		if got := headerProtocol(c.hatype, c.proto); got != c.want {
-			t.Errorf("hatype %d proto %#x: %d, want %d", c.hatype, c.proto, got, c.want)
+		if got := headerProtocol(c.hatype, c.ethertype); got != c.want {
+			t.Errorf("hatype %d ethertype %#x: %d, want %d", c.hatype, c.ethertype, got, c.want)
 		}
-	}
-}
-
-func TestAuxdata(t *testing.T) {
-	oob := make([]byte, unix.CmsgSpace(sizeofAuxdata))
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-	h.Level, h.Type = unix.SOL_PACKET, unix.PACKET_AUXDATA
-	h.SetLen(unix.CmsgLen(sizeofAuxdata))
-	aux := (*unix.TpacketAuxdata)(unsafe.Pointer(&oob[unix.CmsgLen(0)]))
-	aux.Len, aux.Snaplen, aux.Status = 65226, 128, unix.TP_STATUS_VLAN_VALID
-	got, ok := auxdata(oob)
-	if !ok || got.Len != 65226 || got.Snaplen != 128 || got.Status != unix.TP_STATUS_VLAN_VALID {
-		t.Errorf("auxdata %+v %v", got, ok)
-	}
-	if _, ok := auxdata(oob[:8]); ok {
-		t.Error("truncated control message parsed")
 	}
 }
 

@@ -12,7 +12,7 @@ var (
 	upDesc       = prometheus.NewDesc("scitunnel_sampler_up", "1 when the in-pod sFlow sampler runs.", nil, nil)
 	rateDesc     = prometheus.NewDesc("scitunnel_sampler_sampling_rate", "The sampler's 1-in-N rate.", nil, nil)
 	samplesDesc  = prometheus.NewDesc("scitunnel_sampler_samples_total", "Packets sampled, per interface.", []string{"interface"}, nil)
-	dropsDesc    = prometheus.NewDesc("scitunnel_sampler_kernel_drops_total", "Sampled packets the kernel dropped (socket queue full), per interface.", []string{"interface"}, nil)
+	dropsDesc    = prometheus.NewDesc("scitunnel_sampler_kernel_drops_total", "Sampled packets the kernel dropped (receive ring full), per interface.", []string{"interface"}, nil)
 	sentDesc     = prometheus.NewDesc("scitunnel_sampler_datagrams_total", "sFlow datagrams built and sent.", nil, nil)
 	sendErrsDesc = prometheus.NewDesc("scitunnel_sampler_send_errors_total", "Failed sends of datagrams to a collector.", nil, nil)
 )

@@ -1,9 +1,9 @@
 // Package sampler is the sidecar's sFlow v5 agent: it samples the pod's interfaces 1-in-N inside
-// the kernel (classic BPF random sampling on AF_PACKET sockets), keeps the first bytes of each
-// sampled packet, weights it by the packet's full original length (so offload super-frames
-// count for what they carry), and sends standard sFlow datagrams — flow samples with sampled
-// headers, and interface counter samples every polling interval — to the local analyzer and to
-// any external collectors, over IPv4 or IPv6. It needs CAP_NET_RAW.
+// the kernel (classic BPF random sampling on AF_PACKET sockets, read in batches from TPACKET_V3
+// rings), keeps the first bytes of each sampled packet, weights it by the packet's full original
+// length (so offload super-frames count for what they carry), and sends standard sFlow datagrams
+// (flow samples with sampled headers, and interface counter samples every polling interval) to
+// the local analyzer and to any external collectors, over IPv4 or IPv6. It needs CAP_NET_RAW.
 package sampler
 
 import (
@@ -63,11 +63,11 @@ type dataSource struct {
 	sampled atomic.Uint64
 	drops   atomic.Uint32 // cumulative kernel drops
 
-	// The pool estimate, touched by the exporter goroutine only (see pool).
-	poolRead    uint64 // interface packets at the last sysfs read, since pool0
-	poolReadAt  int64  // when, in Unix nanoseconds (the drops were read then too)
-	poolSince   uint64 // samples taken since that read
-	poolCurrent uint64 // the last pool reported: it never goes back
+	// The reader's last read of the interface's packet count, since pool0 (see stampPools).
+	readCount   uint64
+	lastDropLog time.Time
+
+	poolCurrent uint64 // the last pool the exporter reported: it never goes back
 }
 
 type sample struct {
@@ -87,7 +87,7 @@ type Stats struct {
 type InterfaceStats struct {
 	Name    string
 	Samples uint64
-	// KernelDrops counts sampled packets the kernel dropped because the socket queue was full.
+	// KernelDrops counts sampled packets the kernel dropped because the receive ring was full.
 	KernelDrops uint32
 }
 
@@ -200,16 +200,14 @@ func (s *Sampler) Stats() Stats {
 	return st
 }
 
-// Run samples until ctx is done, then flushes what it holds and closes the sockets.
+// Run samples until ctx is done, then sends what was sampled before that and closes the sockets.
 func (s *Sampler) Run(ctx context.Context) error {
+	defer s.Close()
 	conn, err := net.ListenUDP("udp", nil)
 	if err != nil {
-		s.Close()
 		return fmt.Errorf("sampler: UDP socket: %w", err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var readers sync.WaitGroup
 	for _, src := range s.sources {
 		readers.Add(1)
@@ -218,37 +216,37 @@ func (s *Sampler) Run(ctx context.Context) error {
 			s.readLoop(ctx, src)
 		}()
 	}
-	context.AfterFunc(ctx, s.Close)
-	s.export(ctx, conn)
-	readers.Wait()
+	// Stopping, the readers take what the kernel hands over for a little longer: a block with
+	// packets in it is handed over within two ring timeouts, so nothing sampled is lost.
+	context.AfterFunc(ctx, func() {
+		for _, sock := range s.sockets {
+			sock.stopAfter(3 * ringTimeout)
+		}
+	})
+	readersDone := make(chan struct{})
+	go func() { readers.Wait(); close(readersDone) }()
+	s.export(readersDone, conn)
 	return nil
 }
 
 func (s *Sampler) readLoop(ctx context.Context, src *dataSource) {
-	buf := make([]byte, s.cfg.HeaderBytes)
-	oob := make([]byte, 64)
-	for {
-		p, err := src.sock.read(buf, oob)
-		if err != nil {
-			if ctx.Err() == nil { // otherwise Run closed the socket on its way out
-				s.log.Error("sampler: read failed; this interface is no longer sampled", "interface", src.sock.iface.Name, "err", err)
+	err := src.sock.serve(func(batch []packet) {
+		s.stampPools(src, batch)
+		for _, p := range batch {
+			if p.protocol != 0 { // else not a link type sFlow can describe
+				s.samples <- sample{src, p}
 			}
-			return
 		}
-		if p.protocol == 0 {
-			continue // not a link type sFlow can describe
-		}
-		select {
-		case s.samples <- sample{src, p}:
-		case <-ctx.Done():
-			return
-		}
+	})
+	if ctx.Err() == nil { // else Run stopped it on its way out
+		s.log.Error("sampler: read failed; this interface is no longer sampled", "interface", src.sock.iface.Name, "err", err)
 	}
 }
 
-// export builds and sends datagrams: flow samples as they come (a datagram goes out when full,
-// or FlushInterval after its first sample), counter samples every PollingInterval.
-func (s *Sampler) export(ctx context.Context, conn *net.UDPConn) {
+// export builds and sends datagrams until the readers are done: flow samples as they come (a
+// datagram goes out when full, or FlushInterval after its first sample), counter samples every
+// PollingInterval.
+func (s *Sampler) export(readersDone <-chan struct{}, conn *net.UDPConn) {
 	e := exporter{s: s, conn: conn}
 	e.resolve()
 	flush := time.NewTicker(s.cfg.FlushInterval)
@@ -260,8 +258,8 @@ func (s *Sampler) export(ctx context.Context, conn *net.UDPConn) {
 	e.counters() // one at start, so a collector learns the interfaces at once
 	for {
 		select {
-		case <-ctx.Done():
-			// Take what the readers already queued, then send it.
+		case <-readersDone:
+			// Take what the readers queued last, then send it.
 			for {
 				select {
 				case smp := <-s.samples:
@@ -292,8 +290,6 @@ type exporter struct {
 	open    bool
 	seq     uint32
 	targets []*net.UDPAddr
-
-	lastDropLog time.Time
 }
 
 func (e *exporter) resolve() {
@@ -322,13 +318,12 @@ func (e *exporter) begin() {
 func (e *exporter) flow(smp sample) {
 	src := smp.src
 	ifindex := uint32(src.sock.iface.Index)
-	refreshed := e.refresh(src)
 	fs := sflow.FlowSample{
 		SequenceNumber: src.flowSeq.Add(1),
 		SourceIDIndex:  ifindex,
 		SamplingRate:   e.s.cfg.SamplingRate,
-		SamplePool:     e.pool(src, refreshed),
-		Drops:          src.drops.Load(), // as of that refresh
+		SamplePool:     e.pool(src, smp.pkt.pool),
+		Drops:          smp.pkt.drops,
 		Input:          ifindex,
 		Output:         sflow.InterfaceInternal,
 		Headers: []sflow.SampledHeader{{
@@ -349,47 +344,45 @@ func (e *exporter) flow(smp sample) {
 	}
 }
 
-// kernelReadInterval is how often a busy sampler re-reads what the kernel counts for a data
-// source (interface counters from sysfs, the socket's drops): a read for every sample would
-// cost more than the sample itself, and the pool is extrapolated in between (see pool).
-const kernelReadInterval = 100 * time.Millisecond
-
-// refresh re-reads the kernel's counts for src if the last read is older than
-// kernelReadInterval, and says whether it did.
-func (e *exporter) refresh(src *dataSource) bool {
-	now := time.Now().UnixNano()
-	if now-src.poolReadAt <= int64(kernelReadInterval) {
-		return false
+// stampPools reads what the kernel counts for src once per block handed over, and fills in each
+// sample's pool and drops. The pool is the packets the interface passed since the sampler
+// started, from the kernel's interface counters: PACKET_STATISTICS cannot give it, since the
+// socket only ever sees, and counts, the packets the filter kept.
+//
+// A block holds up to a ring timeout of samples, all taken before this read: counting on from
+// the last read, each sample stands for the sampling rate's worth of packets (the filter keeps
+// one in rate at random, spread over packets, not time; hsflowd estimates so when the kernel
+// gives no count), and no sample's pool passes what the interface has counted by now. The
+// estimate is off by at most the packets sampled between a block's hand-over and its read, and
+// every read sets it right. (Kernel timestamps would place samples between reads, but a packet
+// may carry TCP's monotonic departure time instead of the wall clock.) The counters count skbs
+// on veth and loopback, as the tap does; a NIC that counts TSO segments makes the pool larger.
+func (s *Sampler) stampPools(src *dataSource, batch []packet) {
+	count := max(packetCount(src.sock.iface.Name, src.sock.loopback)-src.pool0, src.readCount)
+	for i := range batch {
+		batch[i].pool = min(src.readCount+uint64(i+1)*uint64(s.cfg.SamplingRate), count)
 	}
-	src.poolRead = packetCount(src.sock.iface.Name, src.sock.loopback) - src.pool0
-	src.poolReadAt = now
-	src.poolSince = 0
+	src.readCount = count
+
 	if d, err := src.sock.drops(); err == nil && d > 0 {
 		total := src.drops.Add(d)
 		// At most one warning a minute: drops come in bursts under load.
-		if t := time.Now(); t.Sub(e.lastDropLog) > time.Minute {
-			e.lastDropLog = t
-			e.s.log.Warn("sampler: the kernel dropped samples (socket queue full); the analyzer compensates from the drops field",
+		if t := time.Now(); t.Sub(src.lastDropLog) > time.Minute {
+			src.lastDropLog = t
+			s.log.Warn("sampler: the kernel dropped samples (ring full); the analyzer compensates from the drops field",
 				"interface", src.sock.iface.Name, "total", total)
 		}
 	}
-	return true
+	drops := src.drops.Load()
+	for i := range batch {
+		batch[i].drops = drops
+	}
 }
 
-// pool is the data source's sample pool: the packets that passed the interface since the
-// sampler started, from the kernel's interface counters. (PACKET_STATISTICS cannot give it: the
-// socket only ever sees, and counts, the packets the filter kept.) The counters count skbs on
-// veth and loopback, as the tap does; a NIC that counts TSO segments makes the pool larger.
-//
-// Between reads (refresh) each sample adds the sampling rate, its expected share of the pool,
-// as hsflowd does when the kernel gives no count: a burst does not leave the pool behind, and
-// the next read corrects the estimate. The pool never goes back: collectors take a smaller pool
-// for a counter wrap. refreshed says whether this sample's refresh read the counters anew.
-func (e *exporter) pool(src *dataSource, refreshed bool) uint32 {
-	if !refreshed {
-		src.poolSince++
-	}
-	src.poolCurrent = max(src.poolCurrent, src.poolRead+src.poolSince*uint64(e.s.cfg.SamplingRate))
+// pool is the sample pool a flow sample reports: the sample's own (stampPools), kept from going
+// back (collectors take a smaller pool for a counter wrap).
+func (e *exporter) pool(src *dataSource, pool uint64) uint32 {
+	src.poolCurrent = max(src.poolCurrent, pool)
 	return uint32(src.poolCurrent)
 }
 

@@ -46,6 +46,7 @@ func main() {
 	env := flag.String("scitunnel-env", "", "extra environment for the scitunnel processes, e.g. GOMAXPROCS=2,GOGC=200")
 	toggle := flag.Duration("sampler-toggle", 0, "also measure the sFlow sidecar's cost within one iperf3 run this long through the TLS pair, starting and stopping the sidecar every --toggle-phase (root; 0: not measured)")
 	togglePhase := flag.Duration("toggle-phase", time.Second, "how long the sidecar stays on, then off, in --sampler-toggle")
+	sidecarArgs := flag.String("sidecar-args", "", "extra flags for the sFlow sidecar, after the defaults (which they override), e.g. \"--sampling-rate 1000000\" to measure the kernel's per-packet filter without samples")
 	keep := flag.Bool("keep", false, "keep the work directory (configurations, certificates, logs)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./hack/bench/tunnel [flags]\n\nPaths: %s\n\nFlags:\n", strings.Join(allPathNames(), ", "))
@@ -89,7 +90,7 @@ func main() {
 	}
 	b := &bench{
 		ctx: ctx, work: work, scitunnel: bin, seconds: *seconds, rounds: *rounds,
-		scitunnelEnv: splitEnv(*env),
+		scitunnelEnv: splitEnv(*env), sidecarArgs: strings.Fields(*sidecarArgs),
 	}
 	if err := b.setup(); err != nil {
 		fatal("%v", err)
@@ -136,7 +137,7 @@ func main() {
 	if len(chosen) > 0 {
 		printTable(results, streams)
 	}
-	printToggle(toggles, *toggle, *togglePhase)
+	printToggle(toggles, *toggle, *togglePhase, b.sidecarArgs)
 	printGoals(results, runs, toggles, streams)
 }
 
@@ -147,6 +148,7 @@ type bench struct {
 	work         string
 	scitunnel    string
 	scitunnelEnv []string
+	sidecarArgs  []string // appended to the sidecar's default flags
 	seconds      int
 	rounds       int
 

@@ -176,8 +176,9 @@ func launchScitunnelSampled(b *bench, target, tag string) (int, []int, []*exec.C
 // pairs' traffic flows), sending to its own analyzer. It returns once the sampler is on.
 func (b *bench) startSidecar(tag string) (*exec.Cmd, error) {
 	logName := "sflow-" + tag
-	sidecar, err := b.spawn(logName, b.scitunnelEnv, b.scitunnel, "sflow", "--interfaces", "lo", "--sampling-rate", "1000",
-		"--assigned-tags", "2.16", "--listen", "[::1]:0", "--http", "[::1]:0", "--polling-interval", "20s")
+	args := append([]string{"sflow", "--interfaces", "lo", "--sampling-rate", "1000",
+		"--assigned-tags", "2.16", "--listen", "[::1]:0", "--http", "[::1]:0", "--polling-interval", "20s"}, b.sidecarArgs...)
+	sidecar, err := b.spawn(logName, b.scitunnelEnv, b.scitunnel, args...)
 	if err != nil {
 		return nil, err
 	}

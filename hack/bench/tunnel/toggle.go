@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/scitunnel/scitunnel/test/onoff"
@@ -65,12 +66,16 @@ func (b *bench) samplerToggle(total, phase time.Duration, streams int) (toggleRe
 	return res, err
 }
 
-func printToggle(results []toggleResult, total, phase time.Duration) {
+func printToggle(results []toggleResult, total, phase time.Duration, sidecarArgs []string) {
 	if len(results) == 0 {
 		return
 	}
 	fmt.Println()
-	fmt.Printf("sampler toggled every %s within one %s iperf3 run through the TLS pair (sampler 1-in-1000 on lo):\n", phase, total)
+	sampler := "sampler 1-in-1000 on lo"
+	if len(sidecarArgs) > 0 {
+		sampler += ", then " + strings.Join(sidecarArgs, " ")
+	}
+	fmt.Printf("sampler toggled every %s within one %s iperf3 run through the TLS pair (%s):\n", phase, total, sampler)
 	fmt.Printf("%3s %6s %8s %14s %8s %12s %10s %10s %22s\n", "P", "pairs", "on/off", "95% interval", "median", "phase range", "on Gbit/s", "off Gbit/s", "sidecar CPU x pair's")
 	for _, r := range results {
 		share := "-"
