@@ -216,11 +216,14 @@ func (s *Sampler) Run(ctx context.Context) error {
 			s.readLoop(ctx, src)
 		}()
 	}
-	// Stopping, the readers take what the kernel hands over for a little longer: a block with
-	// packets in it is handed over within two ring timeouts, so nothing sampled is lost.
+	// Stopping, the readers take what the rings hold, so nothing sampled is lost.
 	context.AfterFunc(ctx, func() {
 		for _, sock := range s.sockets {
-			sock.stopAfter(3 * ringTimeout)
+			if err := sock.detach(); err != nil {
+				s.log.Warn("sampler: could not detach from the interface; waiting for the kernel to hand over its last samples",
+					"interface", sock.iface.Name, "err", err)
+				sock.stopAfter(3 * ringTimeout)
+			}
 		}
 	})
 	readersDone := make(chan struct{})

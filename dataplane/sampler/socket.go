@@ -12,6 +12,7 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/scitunnel/scitunnel/dataplane/sflow"
@@ -47,6 +48,8 @@ type socket struct {
 	mu      sync.Mutex
 	serving bool
 	closed  bool
+
+	detached atomic.Bool // the kernel no longer adds to the ring (detach)
 }
 
 // packet is one sampled packet as the kernel hands it over.
@@ -171,10 +174,38 @@ func (s *socket) unmap() {
 	}
 }
 
-// stopAfter makes serve return once the blocks the kernel hands over within d are read. The
-// kernel's timer hands over a block with packets in it within about two ring timeouts (it
-// retires the block it found unchanged a period before), so a longer d takes every packet
-// sampled before the call.
+// unusedEthertype is what a stopping socket is re-bound to: IEEE 802's local experimental
+// EtherType, which nothing here sends (and the filter drops all by then anyway).
+const unusedEthertype = 0x88B5
+
+// detach stops the kernel adding to the ring, for good, and makes serve take what the ring
+// holds and return. A filter that keeps nothing goes first; the re-bind then moves the socket's
+// hook, and the kernel waits for every receive in flight on the old one (synchronize_net), so the
+// block the kernel was filling is complete and still. A stopping sidecar thus loses nothing and
+// need not wait up to two ring timeouts for the kernel to hand that block over.
+func (s *socket) detach() error {
+	drop, err := bpf.Assemble([]bpf.Instruction{bpf.RetConstant{Val: 0}})
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = s.rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+			&unix.SockFprog{Len: 1, Filter: &unix.SockFilter{Code: drop[0].Op, K: drop[0].K}})
+		if serr == nil {
+			serr = unix.Bind(int(fd), &unix.SockaddrLinklayer{Protocol: htons(unusedEthertype), Ifindex: s.iface.Index})
+		}
+	})
+	if err = errors.Join(err, serr); err != nil {
+		return err
+	}
+	s.detached.Store(true)
+	return s.file.SetReadDeadline(time.Unix(1, 0)) // wakes serve
+}
+
+// stopAfter makes serve return once the blocks the kernel hands over within d are read: the
+// fallback where detach fails. The kernel's timer hands over a block with packets in it within
+// about two ring timeouts, so a longer d takes every packet sampled before the call.
 func (s *socket) stopAfter(d time.Duration) {
 	_ = s.file.SetReadDeadline(time.Now().Add(d))
 }
@@ -213,6 +244,12 @@ func (s *socket) serve(batch func([]packet)) error {
 		// the wait, so none is missed.
 		if err := s.rc.Read(func(uintptr) bool { return s.userOwns(s.next) }); err != nil {
 			takeAll() // handed over as the deadline passed
+			if s.detached.Load() {
+				// The block the kernel was filling, which it no longer touches.
+				if packets = s.take(s.next, packets[:0]); len(packets) > 0 {
+					batch(packets)
+				}
+			}
 			return err
 		}
 	}
