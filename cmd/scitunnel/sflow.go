@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,8 @@ The configuration's telemetry section is read from --config (the pod's config.js
 override it. A flow label counts as tagged only when its tag is assigned (--assigned-tags) or
 announced by a firefly (--fireflies): Linux's random labels decode to registered tags too.
 
+The sidecar runs Go code on one CPU at a time (GOMAXPROCS=1 unless the environment sets it).
+
 Example (standalone):
 
   scitunnel sflow --sampling-rate 1000 --interfaces eth0 --assigned-tags 2.16 \
@@ -75,6 +78,13 @@ func runSflow(ctx context.Context, args []string) int {
 	}
 	if fs.NArg() > 0 {
 		return usageError("sflow", fmt.Errorf("unexpected arguments %q", fs.Args()))
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// The sidecar's work is a few goroutines that wake a few times a second, beside a proxy
+		// that wants every core. More Ps only add hand-offs between threads, each a wake-up that
+		// takes a core from the proxy: beside a 10 Gbit/s stream the sidecar used 2.6 ms of CPU
+		// a second with 2 and 1.7-2.4 ms with 1. One P decodes millions of samples a second.
+		runtime.GOMAXPROCS(1)
 	}
 
 	t := &config.Telemetry{}
