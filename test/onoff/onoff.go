@@ -188,12 +188,19 @@ func meanWithCI(ratios []float64) (mean, lo, hi float64) {
 // confidence interval lies at or above it, "MISSED" when it lies wholly below, and "not shown"
 // when it straddles the goal (the run was too short or too noisy to tell).
 func (r Result) Verdict(goal float64) string {
-	switch {
-	case r.Pairs == 0:
+	if r.Pairs == 0 {
 		return "n/a"
-	case r.CILo >= goal:
+	}
+	return IntervalVerdict(r.CILo, r.CIHi, goal)
+}
+
+// IntervalVerdict reads "at least goal" from a range the true value lies in: "met" when all of
+// it is at or above goal, "MISSED" when all of it is below, else "not shown".
+func IntervalVerdict(lo, hi, goal float64) string {
+	switch {
+	case lo >= goal:
 		return "met"
-	case r.CIHi < goal:
+	case hi < goal:
 		return "MISSED"
 	}
 	return "not shown"

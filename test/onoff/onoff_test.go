@@ -159,3 +159,19 @@ func TestConfidenceInterval(t *testing.T) {
 		t.Errorf("an interval straddling the goal: %q", v)
 	}
 }
+
+func TestIntervalVerdict(t *testing.T) {
+	for _, c := range []struct {
+		lo, hi float64
+		want   string
+	}{
+		{0.98, 1.02, "met"}, // at the goal counts as meeting it
+		{0.90, 0.979, "MISSED"},
+		{0.97, 1.01, "not shown"},
+		{0.85, 1.02, "not shown"}, // bench-tunnel's separate rounds, spread wider than the goal
+	} {
+		if got := IntervalVerdict(c.lo, c.hi, 0.98); got != c.want {
+			t.Errorf("%.3f..%.3f against 0.98: %q, want %q", c.lo, c.hi, got, c.want)
+		}
+	}
+}
