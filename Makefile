@@ -346,11 +346,11 @@ TEST_PHASES_BENCH += bench-tunnel
 
 .PHONY: test-dataplane
 test-dataplane: ## The data plane's tests (proxy, flow-label dialer, CLI); as root they include the network-namespace wire tests.
-	go test $(GO_TEST_FLAGS) ./dataplane/config/ ./dataplane/flowlabel/ ./dataplane/splice/ ./dataplane/proxy/ ./dataplane/admin/ ./dataplane/tlsfiles/ ./dataplane/firefly/ ./cmd/scitunnel/
+	go test $(GO_TEST_FLAGS) ./dataplane/config/ ./dataplane/contract/ ./dataplane/proxy/... ./dataplane/firefly/ ./cmd/scitunnel/
 # ---- end dataplane ----
 
 # ---- begin sflow ----
-##@ sFlow sidecar (dataplane/sflow, dataplane/sampler, dataplane/analyzer; owner: telemetry engineer)
+##@ sFlow sidecar (dataplane/telemetry/...: sflow, sampler, analyzer; owner: telemetry engineer)
 
 # Per fuzz target, as a count of executions (about 20 s each on this 2-core machine): a duration makes Go 1.26's
 # fuzz coordinator race its own deadline and fail with a bare "context deadline exceeded" and no
@@ -363,14 +363,14 @@ SFLOW_TOGGLE_TIME ?= 240s
 
 .PHONY: fuzz-short
 fuzz-short: ## Fuzz the sFlow decoder (against goflow2, the oracle) and the analyzer for a bounded time (CI).
-	go test ./dataplane/sflow -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(SFLOW_FUZZ_TIME)
-	go test ./dataplane/analyzer -run '^$$' -fuzz '^FuzzIngest$$' -fuzztime $(SFLOW_ANALYZER_FUZZ_TIME)
+	go test ./dataplane/telemetry/sflow -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(SFLOW_FUZZ_TIME)
+	go test ./dataplane/telemetry/analyzer -run '^$$' -fuzz '^FuzzIngest$$' -fuzztime $(SFLOW_ANALYZER_FUZZ_TIME)
 
 .PHONY: bench-sflow
 bench-sflow: ## sFlow figures: decode+attribute samples/s on one core and x goflow2; sampler on/off throughput ratio, on a veth pair and through the TLS tunnel (root, iperf3).
-	go test ./dataplane/sflow -run '^$$' -bench '^BenchmarkDecodeRatio$$' -cpu 1
-	go test ./dataplane/analyzer -run '^$$' -bench '^(BenchmarkIngest|BenchmarkGoflow2Decode|BenchmarkIngestVsGoflow2)$$' -cpu 1
-	go test ./dataplane/sampler -run '^$$' -bench '^BenchmarkThroughputSamplerOnOff$$' -benchtime 1x -v
+	go test ./dataplane/telemetry/sflow -run '^$$' -bench '^BenchmarkDecodeRatio$$' -cpu 1
+	go test ./dataplane/telemetry/analyzer -run '^$$' -bench '^(BenchmarkIngest|BenchmarkGoflow2Decode|BenchmarkIngestVsGoflow2)$$' -cpu 1
+	go test ./dataplane/telemetry/sampler -run '^$$' -bench '^BenchmarkThroughputSamplerOnOff$$' -benchtime 1x -v
 	$(GO_BUILD_ENV) go build $(GO_BUILD_FLAGS) -o $(LOCALBIN)/scitunnel ./cmd/scitunnel
 	go run ./hack/bench/tunnel -scitunnel $(LOCALBIN)/scitunnel -paths '' -streams 1,4 -sampler-toggle $(SFLOW_TOGGLE_TIME)
 

@@ -5,7 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"github.com/scitunnel/scitunnel/dataplane/pki"
+	"github.com/scitunnel/scitunnel/internal/pki"
 	"maps"
 	"net"
 	"slices"

@@ -2,7 +2,7 @@ package controllers
 
 import (
 	"context"
-	"github.com/scitunnel/scitunnel/dataplane/pki"
+	"github.com/scitunnel/scitunnel/internal/pki"
 	"net"
 	"net/http"
 	"net/http/httptest"

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/scitunnel/scitunnel/dataplane/pki"
+	"github.com/scitunnel/scitunnel/internal/pki"
 )
 
 func init() {

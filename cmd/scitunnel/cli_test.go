@@ -12,13 +12,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/scitunnel/scitunnel/dataplane/proxy"
 	"github.com/scitunnel/scitunnel/dataplane/report"
+	"github.com/scitunnel/scitunnel/internal/testutil"
 )
 
 // The CLI tests run the real binary, built once, as a user would.
@@ -68,14 +68,14 @@ func runCLI(t *testing.T, args ...string) result {
 // started is a scitunnel process serving in the background.
 type started struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testutil.LockedBuffer
 	done   chan struct{}
 }
 
 func startCLI(t *testing.T, args ...string) *started {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
-	s := &started{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	s := &started{cmd: cmd, stderr: &testutil.LockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = s.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -89,34 +89,6 @@ func startCLI(t *testing.T, args ...string) *started {
 		}
 	})
 	return s
-}
-
-// lockedBuffer collects a process's stderr while the test may read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "[::1]:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func port(p int) string { return strconv.Itoa(p) }
@@ -148,27 +120,13 @@ func getJSON(t *testing.T, url string, v any) {
 // echoServer is the producer: it echoes every connection.
 func echoServer(t *testing.T, greeting string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "[::1]:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if greeting != "" {
-					c.Write([]byte(greeting))
-				}
-				io.Copy(c, c)
-			}()
+	return testutil.ServeTCP(t, "[::1]:0", func(c net.Conn) {
+		defer c.Close()
+		if greeting != "" {
+			c.Write([]byte(greeting))
 		}
-	}()
-	return ln.Addr().String()
+		io.Copy(c, c)
+	})
 }
 
 func TestHelpIsThereWithExamples(t *testing.T) {
@@ -195,7 +153,7 @@ func TestBadConfigurationNamesTheFieldAndBindsNothing(t *testing.T) {
 		t.Fatalf("certs: %d %s", r.code, r.stderr)
 	}
 	tlsIn := []string{"--cert", dir + "/pki/server.crt", "--key", dir + "/pki/server.key", "--ca", dir + "/pki/ca.crt"}
-	free1, free2 := freePort(t), freePort(t)
+	free1, free2 := testutil.FreePort(t), testutil.FreePort(t)
 	taken, err := net.Listen("tcp", "[::]:0")
 	if err != nil {
 		t.Fatal(err)
@@ -259,9 +217,9 @@ func TestInboundOutboundEndToEndAndDrain(t *testing.T) {
 		t.Fatalf("certs: %s", r.stderr)
 	}
 	producer := echoServer(t, "")
-	inPorts := []int{freePort(t), freePort(t)}
-	outPorts := []int{freePort(t), freePort(t)}
-	inAdmin, outAdmin := freePort(t), freePort(t)
+	inPorts := []int{testutil.FreePort(t), testutil.FreePort(t)}
+	outPorts := []int{testutil.FreePort(t), testutil.FreePort(t)}
+	inAdmin, outAdmin := testutil.FreePort(t), testutil.FreePort(t)
 	startCLI(t, "inbound", "--listen", port(inPorts[0])+","+port(inPorts[1]), "--target", producer,
 		"--cert", dir+"/server.crt", "--key", dir+"/server.key", "--ca", dir+"/ca.crt", "--allow-san", "spiffe://test/consumer",
 		"--scitag", "atlas/Production_Output", "--admin", "[::1]:"+port(inAdmin), "--listen-address", "::1")
@@ -352,7 +310,7 @@ func echoCheck(t *testing.T, c net.Conn, msg string) {
 func TestRunAppliesConfigFileChanges(t *testing.T) {
 	a, b := echoServer(t, "a"), echoServer(t, "b")
 	dir := t.TempDir()
-	entry, admin := freePort(t), freePort(t)
+	entry, admin := testutil.FreePort(t), testutil.FreePort(t)
 	write := func(version, target string) {
 		t.Helper()
 		doc := fmt.Sprintf(`{"version":1,"tunnel":"t/reload","role":"Outbound","protocol":"TCP","adminAddress":"[::1]:%d",

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/scitunnel/scitunnel/test/loadgen"
+	"github.com/scitunnel/scitunnel/internal/loadgen"
 )
 
 func init() {

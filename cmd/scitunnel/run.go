@@ -9,9 +9,10 @@ import (
 	"os"
 	"time"
 
-	"github.com/scitunnel/scitunnel/dataplane/admin"
 	"github.com/scitunnel/scitunnel/dataplane/config"
+	"github.com/scitunnel/scitunnel/dataplane/contract"
 	"github.com/scitunnel/scitunnel/dataplane/proxy"
+	"github.com/scitunnel/scitunnel/dataplane/proxy/admin"
 )
 
 func init() {
@@ -44,7 +45,7 @@ Flags:
 
 func runFromFile(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	path := fs.String("config", "/etc/scitunnel/config.json", "the data-plane configuration (JSON, as the operator writes it)")
+	path := fs.String("config", contract.ConfigFile, "the data-plane configuration (JSON, as the operator writes it)")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), runHelp); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

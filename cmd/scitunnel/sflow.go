@@ -19,10 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/scitunnel/scitunnel/dataplane/analyzer"
 	"github.com/scitunnel/scitunnel/dataplane/config"
-	"github.com/scitunnel/scitunnel/dataplane/sampler"
+	"github.com/scitunnel/scitunnel/dataplane/contract"
 	"github.com/scitunnel/scitunnel/dataplane/scitag"
+	"github.com/scitunnel/scitunnel/dataplane/telemetry/analyzer"
+	"github.com/scitunnel/scitunnel/dataplane/telemetry/sampler"
 )
 
 func init() {
@@ -60,8 +61,8 @@ func runSflow(ctx context.Context, args []string) int {
 	rate := fs.Int("sampling-rate", 0, "sample 1 in N packets; 0 turns the sampler off")
 	ifaces := fs.String("interfaces", "", "comma-separated interfaces to sample (default: every up, non-loopback one)")
 	collectorsFlag := fs.String("collectors", "", "comma-separated host:port sFlow collectors besides the local analyzer")
-	listen := fs.String("listen", "", "sFlow listen address (default \":6343\", IPv4 and IPv6)")
-	httpAddr := fs.String("http", "", "HTTP listen address (default \":9091\")")
+	listen := fs.String("listen", "", fmt.Sprintf("sFlow listen address (default %q, IPv4 and IPv6)", contract.ListenAddress(contract.SFlowPort)))
+	httpAddr := fs.String("http", "", fmt.Sprintf("HTTP listen address (default %q)", contract.ListenAddress(contract.AnalyzerPort)))
 	window := fs.Duration("window", 0, "smoothing window of the rates (default 10s)")
 	polling := fs.Duration("polling-interval", 0, "interval of interface counter samples (default 20s)")
 	registry := fs.String("registry", "", "scitags registry file (api.json format; default: the snapshot compiled in)")

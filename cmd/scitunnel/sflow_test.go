@@ -17,8 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/scitunnel/scitunnel/dataplane/netnstest"
 	"github.com/scitunnel/scitunnel/dataplane/report"
+	"github.com/scitunnel/scitunnel/internal/testutil/netns"
 )
 
 func TestSflowFlagErrors(t *testing.T) {
@@ -194,7 +194,7 @@ func TestSflowWithoutNetRaw(t *testing.T) {
 // NET_RAW only from the binary's file capability (cap_net_raw=p). The sampler must start; and
 // tags are named from the registry file the controller mounts (a site's own name for 2.16).
 func TestSflowNonRootSamplesWithTheFileCapability(t *testing.T) {
-	netnstest.Require(t) // root, to set a file capability and to start the sidecar as uid 65534
+	netns.Require(t) // root, to set a file capability and to start the sidecar as uid 65534
 	const siteRegistry = `{"version": 9, "modified": "2026-06-01T00:00:00Z", "experiments": [
   {"expName": "atlas-site", "expId": 2, "activities": [{"activityName": "Beamline Stream", "activityId": 16}]}]}`
 	r := startSidecar(t, true, siteRegistry)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/scitunnel/scitunnel/dataplane/config"
+	"github.com/scitunnel/scitunnel/dataplane/contract"
 	"github.com/scitunnel/scitunnel/dataplane/scitag"
 )
 
@@ -65,7 +66,7 @@ func parseEndFlags(role config.Role, args []string) (*config.Config, bool, int) 
 	var collectors listFlag
 	fs.Var(&collectors, "firefly-collector", "`host:port` that receives fireflies (port 10514 by convention), repeatable; implies --fireflies")
 	toPeer := fs.Bool("firefly-to-peer", false, "also send fireflies to the flow's peer on port 10514, as flowd does; implies --fireflies")
-	admin := fs.String("admin", ":9090", "admin HTTP `address`: /healthz, /readyz, /metrics, /v1/status, /v1/connections")
+	admin := fs.String("admin", contract.ListenAddress(contract.AdminPort), "admin HTTP `address`: /healthz, /readyz, /metrics, /v1/status, /v1/connections")
 	listenAddr := fs.String("listen-address", "::", "`address` the listeners bind to")
 	dial := fs.Duration("dial-timeout", 10*time.Second, "bound on each connection to the target")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long active connections may finish")

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scitunnel/scitunnel/dataplane/contract"
 	"github.com/scitunnel/scitunnel/dataplane/scitag"
 )
 
@@ -93,7 +94,8 @@ type Config struct {
 	// Telemetry configures the sFlow sidecar that shares the pod.
 	Telemetry *Telemetry `json:"telemetry,omitempty"`
 
-	// AdminAddress serves /healthz, /readyz, /metrics and /v1/connections. Default ":9090".
+	// AdminAddress serves /healthz, /readyz, /metrics and /v1/connections. Default ":9090"
+	// (contract.AdminPort).
 	AdminAddress string `json:"adminAddress,omitempty"`
 	// ListenAddress is the host the listeners bind to; default "::" (all, dual-stack).
 	ListenAddress string `json:"listenAddress,omitempty"`
@@ -171,9 +173,9 @@ type Telemetry struct {
 	// ("host:port", e.g. an sFlow-RT at port 6343).
 	Collectors []string `json:"collectors,omitempty"`
 	// AnalyzerAddress is where the analyzer listens for sFlow (from our sampler and from
-	// switches). Default ":6343".
+	// switches). Default ":6343" (contract.SFlowPort).
 	AnalyzerAddress string `json:"analyzerAddress,omitempty"`
-	// HTTPAddress serves /v1/flows, /v1/tags and /metrics. Default ":9091".
+	// HTTPAddress serves /v1/flows, /v1/tags and /metrics. Default ":9091" (contract.AnalyzerPort).
 	HTTPAddress string `json:"httpAddress,omitempty"`
 	// Window is the smoothing window of the rate estimates. Default 10s.
 	Window Duration `json:"window,omitempty"`
@@ -252,7 +254,7 @@ func (c *Config) Default() {
 		c.MaxDatagramSize = MaxFramedDatagram
 	}
 	if c.AdminAddress == "" {
-		c.AdminAddress = ":9090"
+		c.AdminAddress = contract.ListenAddress(contract.AdminPort)
 	}
 	if c.ListenAddress == "" {
 		c.ListenAddress = "::"
@@ -268,10 +270,10 @@ func (c *Config) Default() {
 			t.PollingInterval.Duration = 20 * time.Second
 		}
 		if t.AnalyzerAddress == "" {
-			t.AnalyzerAddress = ":6343"
+			t.AnalyzerAddress = contract.ListenAddress(contract.SFlowPort)
 		}
 		if t.HTTPAddress == "" {
-			t.HTTPAddress = ":9091"
+			t.HTTPAddress = contract.ListenAddress(contract.AnalyzerPort)
 		}
 		if t.Window.Duration == 0 {
 			t.Window.Duration = 10 * time.Second

@@ -12,7 +12,6 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -76,12 +75,14 @@ type Sender struct {
 	ToPeer      bool
 	Application string
 	Log         *slog.Logger
+	// OnDrop, when set, is called for each announcement dropped because the queue was full (on
+	// the announcing goroutine, so it must be cheap: the proxy counts it in its metrics).
+	OnDrop func()
 
 	once     sync.Once
 	hostname string
 	queue    chan outgoing
 	done     chan struct{}
-	dropped  atomic.Uint64
 
 	mu     sync.Mutex // guards closed against sends on the closed queue
 	closed bool
@@ -126,14 +127,6 @@ func (s *Sender) End(f Flow, end time.Time, sent, received uint64) {
 	s.send(f, "end", end, &Usage{Sent: sent, Received: received})
 }
 
-// Dropped is how many announcements were dropped because the queue was full.
-func (s *Sender) Dropped() uint64 {
-	if s == nil {
-		return 0
-	}
-	return s.dropped.Load()
-}
-
 func (s *Sender) send(f Flow, state string, end time.Time, usage *Usage) {
 	if s == nil {
 		return
@@ -157,7 +150,9 @@ func (s *Sender) send(f Flow, state string, end time.Time, usage *Usage) {
 	select {
 	case s.queue <- outgoing{line: line, targets: targets}:
 	default:
-		s.dropped.Add(1)
+		if s.OnDrop != nil {
+			s.OnDrop()
+		}
 	}
 }
 

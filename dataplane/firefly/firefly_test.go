@@ -139,3 +139,32 @@ func TestSenderDeliversToCollectors(t *testing.T) {
 		}
 	}
 }
+
+// Announcements that find the queue full are dropped, not waited for, and each one is reported
+// to OnDrop (the proxy's scitunnel_proxy_fireflies_dropped_total).
+func TestSenderReportsDrops(t *testing.T) {
+	var drops int
+	s := &Sender{Application: "test", OnDrop: func() { drops++ }}
+	// A sender whose loop is stuck (say, on a collector slow to resolve): the queue exists, nothing
+	// takes from it.
+	s.once.Do(func() {
+		s.hostname = "test"
+		s.queue = make(chan outgoing, queueSize)
+		s.done = make(chan struct{})
+		close(s.done)
+	})
+	defer s.Close()
+	f := Flow{Src: netip.MustParseAddrPort("[::1]:1000"), Dst: netip.MustParseAddrPort("[::1]:2000"), Protocol: "tcp", ExperimentID: 2, ActivityID: 9, Start: time.Now()}
+	for range queueSize {
+		s.Start(f)
+	}
+	if drops != 0 {
+		t.Fatalf("%d drops while the queue had room", drops)
+	}
+	for range 5 {
+		s.Start(f)
+	}
+	if drops != 5 {
+		t.Fatalf("OnDrop called %d times for 5 announcements beyond a full queue", drops)
+	}
+}

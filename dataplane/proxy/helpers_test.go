@@ -16,7 +16,8 @@ import (
 	"time"
 
 	"github.com/scitunnel/scitunnel/dataplane/config"
-	"github.com/scitunnel/scitunnel/dataplane/pki"
+	"github.com/scitunnel/scitunnel/internal/pki"
+	"github.com/scitunnel/scitunnel/internal/testutil"
 )
 
 // testPKI is a CA with a server certificate for the Inbound end and a client certificate for
@@ -72,25 +73,6 @@ func writePair(t *testing.T, dir string, kp, ca *pki.KeyPair) tlsPaths {
 
 func (tp tlsPaths) config() *config.TLSConfig {
 	return &config.TLSConfig{CertFile: tp.cert, KeyFile: tp.key, CAFile: tp.ca}
-}
-
-// freePort returns a TCP and UDP port free on [::] right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for i := 0; i < 50; i++ {
-		ln, err := net.Listen("tcp", "[::]:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if pc, err := net.ListenPacket("udp", net.JoinHostPort("::", strconv.Itoa(port))); err == nil {
-			pc.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
 }
 
 func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
@@ -173,8 +155,8 @@ func startPair(t *testing.T, o pairOptions) *pair {
 	pr := &pair{pki: newTestPKI(t)}
 	var outPorts []int
 	for i := 0; i < o.streams; i++ {
-		pr.inPorts = append(pr.inPorts, freePort(t))
-		outPorts = append(outPorts, freePort(t))
+		pr.inPorts = append(pr.inPorts, testutil.FreePort(t))
+		outPorts = append(outPorts, testutil.FreePort(t))
 	}
 	inRoutes, err := config.Expand(pr.inPorts, o.producers)
 	if err != nil {
@@ -214,27 +196,12 @@ func startPair(t *testing.T, o pairOptions) *pair {
 
 // producer is a TCP server standing in for the producer application.
 type producer struct {
-	ln   net.Listener
 	addr string
 }
 
 func startProducer(t *testing.T, handle func(net.Conn)) *producer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "[::1]:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go handle(c)
-		}
-	}()
-	return &producer{ln: ln, addr: ln.Addr().String()}
+	return &producer{addr: testutil.ServeTCP(t, "[::1]:0", handle)}
 }
 
 func echo(c net.Conn) {

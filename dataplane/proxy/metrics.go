@@ -25,6 +25,7 @@ type metrics struct {
 	datagramDrops     *prometheus.CounterVec
 	dialRetries       *prometheus.CounterVec
 	configReloads     *prometheus.CounterVec
+	fireflyDrops      prometheus.Counter
 }
 
 func newMetrics(tunnel string) *metrics {
@@ -67,9 +68,13 @@ func newMetrics(tunnel string) *metrics {
 			Name: "scitunnel_proxy_config_reloads_total", ConstLabels: constLabels,
 			Help: "Changes of the configuration file, by result (applied, refused).",
 		}, []string{"result"}),
+		fireflyDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scitunnel_proxy_fireflies_dropped_total", ConstLabels: constLabels,
+			Help: "Firefly announcements dropped because the sender's queue was full (collectors slow to resolve or to take them).",
+		}),
 	}
 	m.registry.MustRegister(m.configReloads, m.bytes, m.active, m.total, m.handshakeFailures, m.dialFailures,
-		m.datagrams, m.datagramDrops, m.dialRetries,
+		m.datagrams, m.datagramDrops, m.dialRetries, m.fireflyDrops,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

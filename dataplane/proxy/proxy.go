@@ -25,9 +25,9 @@ import (
 
 	"github.com/scitunnel/scitunnel/dataplane/config"
 	"github.com/scitunnel/scitunnel/dataplane/firefly"
-	"github.com/scitunnel/scitunnel/dataplane/flowlabel"
+	"github.com/scitunnel/scitunnel/dataplane/proxy/flowlabel"
+	"github.com/scitunnel/scitunnel/dataplane/proxy/tlsfiles"
 	"github.com/scitunnel/scitunnel/dataplane/scitag"
-	"github.com/scitunnel/scitunnel/dataplane/tlsfiles"
 )
 
 // handshakeTimeout bounds a TLS handshake, so a peer that connects and stalls cannot hold a
@@ -158,7 +158,8 @@ func (p *Proxy) nextLabel() uint32 {
 func (p *Proxy) setFireflies(cfg *config.Config) {
 	var next *firefly.Sender
 	if f := cfg.Fireflies; f != nil && f.Enabled {
-		next = &firefly.Sender{Collectors: f.Collectors, ToPeer: f.ToPeer, Application: orDefault(f.Application, "scitunnel"), Log: p.log}
+		next = &firefly.Sender{Collectors: f.Collectors, ToPeer: f.ToPeer, Application: orDefault(f.Application, "scitunnel"), Log: p.log,
+			OnDrop: p.metrics.fireflyDrops.Inc}
 	}
 	// The old sender flushes its queue in the background; connections still open announce
 	// their end through whichever sender is current then.

@@ -13,8 +13,9 @@ import (
 	"time"
 
 	"github.com/scitunnel/scitunnel/dataplane/config"
-	"github.com/scitunnel/scitunnel/dataplane/pki"
-	"github.com/scitunnel/scitunnel/dataplane/tlsfiles"
+	"github.com/scitunnel/scitunnel/dataplane/proxy/tlsfiles"
+	"github.com/scitunnel/scitunnel/internal/pki"
+	"github.com/scitunnel/scitunnel/internal/testutil"
 )
 
 // bothWays streams n bytes from the consumer to the producer and n bytes back at the same
@@ -292,7 +293,7 @@ func serverSerial(t *testing.T, pr *pair) string {
 
 func TestGracefulDrain(t *testing.T) {
 	prod := startProducer(t, echo)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	cfg := &config.Config{Tunnel: "t/drain", Role: config.Outbound, Protocol: config.TCP,
 		Routes: []config.Route{{ListenPort: port, Target: prod.addr}}, DrainTimeout: config.Duration{Duration: time.Second}}
 	_, cancel, done := startStoppableProxy(t, cfg)
@@ -335,7 +336,7 @@ func TestGracefulDrain(t *testing.T) {
 
 func TestDrainEndsEarlyWhenConnectionsFinish(t *testing.T) {
 	prod := startProducer(t, echo)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	cfg := &config.Config{Tunnel: "t/drain", Role: config.Outbound, Protocol: config.TCP,
 		Routes: []config.Route{{ListenPort: port, Target: prod.addr}}, DrainTimeout: config.Duration{Duration: time.Minute}}
 	_, cancel, done := startStoppableProxy(t, cfg)
@@ -359,7 +360,7 @@ func TestBadConfigurationHalfStartsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	first := freePort(t)
+	first := testutil.FreePort(t)
 	cfg := &config.Config{Tunnel: "t/bad", Role: config.Inbound, Protocol: config.TCP, Routes: []config.Route{
 		{ListenPort: first, Target: "[::1]:1"},
 		{ListenPort: taken.Addr().(*net.TCPAddr).Port, Target: "[::1]:2"},
@@ -391,7 +392,7 @@ func TestBadConfigurationHalfStartsNothing(t *testing.T) {
 func TestReloadRetargetsNewConnections(t *testing.T) {
 	a := startProducer(t, func(c net.Conn) { c.Write([]byte("a")); io.Copy(io.Discard, c); c.Close() })
 	b := startProducer(t, func(c net.Conn) { c.Write([]byte("b")); io.Copy(io.Discard, c); c.Close() })
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	cfg := &config.Config{Tunnel: "t/reload", Role: config.Outbound, Protocol: config.TCP,
 		Routes: []config.Route{{ListenPort: port, Target: a.addr}}}
 	p := startProxy(t, cfg)
@@ -445,7 +446,7 @@ func dialRead(t *testing.T, addr string) dialed {
 // within the dial timeout: the consumer's connection is carried, not reset.
 func TestRefusedDialIsRetried(t *testing.T) {
 	target := refusingAddr(t)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	// Tagged, as in the pods: the refusal comes back through the flow-label dialer's own connect.
 	p := startProxy(t, &config.Config{Tunnel: "t/late", Role: config.Outbound, Protocol: config.TCP,
 		Scitag: &config.Scitag{ExperimentID: 2, ActivityID: 16, Entropy: true},
@@ -494,7 +495,7 @@ func refusingAddr(t *testing.T) string {
 
 func TestDialFailureIsCounted(t *testing.T) {
 	target := refusingAddr(t)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	p := startProxy(t, &config.Config{Tunnel: "t/dead", Role: config.Outbound, Protocol: config.TCP,
 		Routes: []config.Route{{ListenPort: port, Target: target}}, DialTimeout: config.Duration{Duration: time.Second}})
 	c, err := net.Dial("tcp", hostPort("::1", port))

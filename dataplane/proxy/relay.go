@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/scitunnel/scitunnel/dataplane/splice"
+	"github.com/scitunnel/scitunnel/dataplane/proxy/splice"
 )
 
 // byteCounter counts one direction of one connection and feeds the tag's totals.

@@ -9,8 +9,9 @@ import (
 	"time"
 
 	"github.com/scitunnel/scitunnel/dataplane/config"
-	"github.com/scitunnel/scitunnel/dataplane/pki"
-	"github.com/scitunnel/scitunnel/dataplane/tlsfiles"
+	"github.com/scitunnel/scitunnel/dataplane/proxy/tlsfiles"
+	"github.com/scitunnel/scitunnel/internal/pki"
+	"github.com/scitunnel/scitunnel/internal/testutil"
 )
 
 // secretMount lays out files as the kubelet mounts a Secret: the data lives in a timestamped
@@ -176,7 +177,7 @@ func TestOutboundPresentsTheReloadedClientCertificate(t *testing.T) {
 func TestReloadThatCannotBindChangesNothing(t *testing.T) {
 	a := startProducer(t, func(c net.Conn) { c.Write([]byte("a")); c.Close() })
 	b := startProducer(t, func(c net.Conn) { c.Write([]byte("b")); c.Close() })
-	port, extra := freePort(t), freePort(t)
+	port, extra := testutil.FreePort(t), testutil.FreePort(t)
 	taken, err := net.Listen("tcp", "[::]:0")
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scitunnel/scitunnel/dataplane/config"
-	"github.com/scitunnel/scitunnel/dataplane/flowlabel"
+	"github.com/scitunnel/scitunnel/dataplane/proxy/flowlabel"
 	"github.com/scitunnel/scitunnel/dataplane/report"
 )
 

@@ -9,8 +9,8 @@ import (
 
 	"github.com/scitunnel/scitunnel/dataplane/config"
 	"github.com/scitunnel/scitunnel/dataplane/firefly"
-	"github.com/scitunnel/scitunnel/dataplane/flowlabel"
-	"github.com/scitunnel/scitunnel/dataplane/tlsfiles"
+	"github.com/scitunnel/scitunnel/dataplane/proxy/flowlabel"
+	"github.com/scitunnel/scitunnel/dataplane/proxy/tlsfiles"
 )
 
 // handleStream carries one accepted TCP connection to its route's target.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/scitunnel/scitunnel/dataplane/config"
 	"github.com/scitunnel/scitunnel/dataplane/firefly"
+	"github.com/scitunnel/scitunnel/internal/testutil"
 )
 
 // udpEcho answers every datagram with the same bytes.
@@ -275,7 +276,7 @@ func TestFirefliesToPeer(t *testing.T) {
 // without waiting for the deadline.
 func TestUDPDrainKeepsSessionsAndRefusesNewOnes(t *testing.T) {
 	target := udpEcho(t)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	cfg := &config.Config{Tunnel: "t/udp-drain", Role: config.Outbound, Protocol: config.UDP, UDPTransport: config.UDPPlain,
 		Routes: []config.Route{{ListenPort: port, Target: target}}, DrainTimeout: config.Duration{Duration: 20 * time.Second}}
 	p, cancel, done := startStoppableProxy(t, cfg)
@@ -337,5 +338,32 @@ func TestUDPDrainKeepsSessionsAndRefusesNewOnes(t *testing.T) {
 	}
 	if err := roundTrip(active, "after"); err == nil {
 		t.Error("the session still answers after the end stopped")
+	}
+}
+
+// Fireflies the sender drops (its queue full: collectors slow to resolve or to take them) are
+// counted in the proxy's metrics.
+func TestDroppedFirefliesAreCounted(t *testing.T) {
+	cfg := &config.Config{Tunnel: "ns/drops", Role: config.Outbound, Protocol: config.TCP,
+		Routes:    []config.Route{{ListenPort: testutil.FreePort(t), Target: "[::1]:9"}},
+		Scitag:    &config.Scitag{ExperimentID: 2, ActivityID: 16},
+		Fireflies: &config.Fireflies{Enabled: true, Collectors: []string{"[::1]:9"}}}
+	p, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	s := p.fireflies.Load()
+	if s == nil || s.OnDrop == nil {
+		t.Fatal("the firefly sender does not report its drops")
+	}
+	if got := counterValue(t, p, "scitunnel_proxy_fireflies_dropped_total", nil); got != 0 {
+		t.Fatalf("scitunnel_proxy_fireflies_dropped_total = %v before any drop", got)
+	}
+	for range 3 {
+		s.OnDrop() // what the sender calls for each announcement that finds its queue full
+	}
+	if got := counterValue(t, p, "scitunnel_proxy_fireflies_dropped_total", nil); got != 3 {
+		t.Fatalf("scitunnel_proxy_fireflies_dropped_total = %v after 3 drops, want 3", got)
 	}
 }

@@ -9,21 +9,18 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/scitunnel/scitunnel/dataplane/config"
-	"github.com/scitunnel/scitunnel/dataplane/flowlabel"
+	"github.com/scitunnel/scitunnel/dataplane/proxy/flowlabel"
 	"github.com/scitunnel/scitunnel/dataplane/report"
 	"github.com/scitunnel/scitunnel/dataplane/scitag"
+	"github.com/scitunnel/scitunnel/internal/testutil/netns"
 	"github.com/scitunnel/scitunnel/test/wire"
 )
 
@@ -70,58 +67,8 @@ func runHelperProxy(path string) int {
 	return 0
 }
 
-// netns is a network namespace made for one test and deleted after it.
-type netns string
-
-func newNetns(t *testing.T, name string) netns {
-	t.Helper()
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", name).Run() })
-	n := netns(name)
-	n.run(t, "ip", "link", "set", "lo", "up")
-	return n
-}
-
-func (n netns) run(t *testing.T, args ...string) {
-	t.Helper()
-	run(t, append([]string{"ip", "netns", "exec", string(n)}, args...)...)
-}
-
-func run(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// do runs f on a thread moved into the namespace; sockets f creates stay in it.
-func (n netns) do(t *testing.T, f func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	self, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer self.Close()
-	target, err := os.Open(filepath.Join("/var/run/netns", string(n)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-			panic("cannot return to the test's network namespace: " + err.Error())
-		}
-	}()
-	f()
-}
-
 // startProxyIn runs a proxy process inside n.
-func (n netns) startProxyIn(t *testing.T, cfg *config.Config) {
+func startProxyIn(t *testing.T, n *netns.NS, cfg *config.Config) {
 	t.Helper()
 	data, err := cfg.Marshal()
 	if err != nil {
@@ -131,7 +78,7 @@ func (n netns) startProxyIn(t *testing.T, cfg *config.Config) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", string(n), os.Args[0])
+	cmd := n.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), helperEnv+"="+path)
 	cmd.Stderr = os.Stderr
 	stdout, _ := cmd.StdoutPipe()
@@ -144,7 +91,7 @@ func (n netns) startProxyIn(t *testing.T, cfg *config.Config) {
 	})
 	line := make([]byte, 6)
 	if _, err := io.ReadFull(stdout, line); err != nil || string(line) != "ready\n" {
-		t.Fatalf("proxy in %s did not start: %q %v", n, line, err)
+		t.Fatalf("proxy in %s did not start: %q %v", n.Name, line, err)
 	}
 }
 
@@ -169,12 +116,12 @@ func TestFlowLabelOnTheWire(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			id := fmt.Sprintf("st%d%d", os.Getpid()%100000, i)
 			producerSide, consumerSide, inAddr := vethPair(t, id)
-			producerSide.run(t, "sysctl", "-qw", "net.ipv6.flowlabel_reflect="+m.reflect, "net.ipv6.flowlabel_consistency="+m.consistency)
+			producerSide.Run(t, "sysctl", "-qw", "net.ipv6.flowlabel_reflect="+m.reflect, "net.ipv6.flowlabel_consistency="+m.consistency)
 
 			const n = 32 << 20
 			var prod *producer
 			var results chan [2]string
-			producerSide.do(t, func() { prod, results = hashingProducer(t, n) })
+			producerSide.Do(t, func() { prod, results = hashingProducer(t, n) })
 
 			pk := newTestPKI(t)
 			tag := &config.Scitag{ExperimentID: 2, ActivityID: 16, Name: "atlas.Production_Output", Entropy: true}
@@ -189,12 +136,12 @@ func TestFlowLabelOnTheWire(t *testing.T) {
 				out := &config.Config{Tunnel: "wire/out", Role: config.Outbound, Scitag: tun.tag, AdminAddress: hostPort("::1", outAdmin),
 					Routes: []config.Route{{ListenPort: tun.outPort, Target: hostPort(inAddr.String(), tun.inPort)}}, TLS: pk.client.config()}
 				out.TLS.ServerName = "localhost"
-				producerSide.startProxyIn(t, in)
-				consumerSide.startProxyIn(t, out)
+				startProxyIn(t, producerSide, in)
+				startProxyIn(t, consumerSide, out)
 			}
 
 			var capture, local *wire.Capture
-			producerSide.do(t, func() {
+			producerSide.Do(t, func() {
 				var err error
 				if capture, err = wire.Start(id + "a"); err != nil {
 					t.Fatal(err)
@@ -205,9 +152,9 @@ func TestFlowLabelOnTheWire(t *testing.T) {
 				}
 			})
 			for _, tun := range []*wireTunnel{&tagged, &untagged} {
-				consumerSide.do(t, func() { bothWays(t, hostPort("::1", tun.outPort), prod, results, n) })
+				consumerSide.Do(t, func() { bothWays(t, hostPort("::1", tun.outPort), prod, results, n) })
 				tun.dialedFrom = map[netip.AddrPort]bool{}
-				for _, c := range producerSide.connections(t, tun.admin).RecentEnded {
+				for _, c := range connectionsIn(t, producerSide, tun.admin).RecentEnded {
 					tun.dialedFrom[netip.MustParseAddrPort(c.DialedLocal)] = true
 				}
 			}
@@ -277,7 +224,7 @@ func TestFlowLabelOnTheWire(t *testing.T) {
 			}
 
 			// The Inbound end reports what the capture shows.
-			st := producerSide.status(t, tagged.admin)
+			st := statusIn(t, producerSide, tagged.admin)
 			if st.FlowLabel.Applied != m.wantApplied || st.FlowLabel.Reason != m.wantReason || !strings.Contains(st.FlowLabel.Message, m.wantDetail) {
 				t.Errorf("inbound /v1/status flowLabel = %+v, want applied=%v reason %s mentioning %q", st.FlowLabel, m.wantApplied, m.wantReason, m.wantDetail)
 			}
@@ -293,40 +240,35 @@ type wireTunnel struct {
 
 // vethPair makes two namespaces joined by a veth pair, the producer's side at fd00:5c17::1 and
 // the consumer's at fd00:5c17::2.
-func vethPair(t *testing.T, id string) (producerSide, consumerSide netns, inAddr netip.Addr) {
+func vethPair(t *testing.T, id string) (producerSide, consumerSide *netns.NS, inAddr netip.Addr) {
 	t.Helper()
-	producerSide = newNetns(t, id+"-in")
-	consumerSide = newNetns(t, id+"-out")
-	vIn, vOut := id+"a", id+"b"
-	run(t, "ip", "link", "add", vIn, "netns", string(producerSide), "type", "veth", "peer", "name", vOut, "netns", string(consumerSide))
-	producerSide.run(t, "ip", "addr", "add", "fd00:5c17::1/64", "dev", vIn, "nodad")
-	consumerSide.run(t, "ip", "addr", "add", "fd00:5c17::2/64", "dev", vOut, "nodad")
-	producerSide.run(t, "ip", "link", "set", vIn, "up")
-	consumerSide.run(t, "ip", "link", "set", vOut, "up")
+	producerSide = netns.New(t, id+"-in")
+	consumerSide = netns.New(t, id+"-out")
+	netns.Veth(t, producerSide, id+"a", "fd00:5c17::1/64", consumerSide, id+"b", "fd00:5c17::2/64")
 	return producerSide, consumerSide, netip.MustParseAddr("fd00:5c17::1")
 }
 
-// status reads /v1/status from a proxy's admin port inside n.
-func (n netns) status(t *testing.T, port int) report.ProxyStatus {
+// statusIn reads /v1/status from a proxy's admin port inside n.
+func statusIn(t *testing.T, n *netns.NS, port int) report.ProxyStatus {
 	t.Helper()
 	var st report.ProxyStatus
-	n.getJSON(t, port, report.StatusPath, &st)
+	getJSONIn(t, n, port, report.StatusPath, &st)
 	return st
 }
 
-// connections reads /v1/connections from a proxy's admin port inside n.
-func (n netns) connections(t *testing.T, port int) Connections {
+// connectionsIn reads /v1/connections from a proxy's admin port inside n.
+func connectionsIn(t *testing.T, n *netns.NS, port int) Connections {
 	t.Helper()
 	var c Connections
-	n.getJSON(t, port, "/v1/connections", &c)
+	getJSONIn(t, n, port, "/v1/connections", &c)
 	return c
 }
 
-// getJSON makes the connection on a thread in n, then runs HTTP over it from anywhere.
-func (n netns) getJSON(t *testing.T, port int, path string, v any) {
+// getJSONIn makes the connection on a thread in n, then runs HTTP over it from anywhere.
+func getJSONIn(t *testing.T, n *netns.NS, port int, path string, v any) {
 	t.Helper()
 	var conn net.Conn
-	n.do(t, func() {
+	n.Do(t, func() {
 		var err error
 		if conn, err = net.Dial("tcp", hostPort("::1", port)); err != nil {
 			t.Fatal(err)

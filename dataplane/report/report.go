@@ -1,9 +1,9 @@
 // Package report is the JSON contract between the data plane in each proxy pod and the
 // StreamTunnel controller, which holds the only API credentials and so pulls these reports:
 //
-//   - the sFlow analyzer serves TagTotals at GET TagsPath (port 9091); the controller writes
-//     them into status.throughput;
-//   - the proxy serves ProxyStatus at GET StatusPath (port 9090); the controller derives
+//   - the sFlow analyzer serves TagTotals at GET TagsPath (contract.AnalyzerPort); the
+//     controller writes them into status.throughput;
+//   - the proxy serves ProxyStatus at GET StatusPath (contract.AdminPort); the controller derives
 //     FlowLabelApplied and the active connection count from it.
 package report
 

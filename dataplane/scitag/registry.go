@@ -126,11 +126,6 @@ func (r *Registry) Lookup(experimentID, activityID int) (Tag, bool) {
 	return t, ok
 }
 
-// LookupLabel maps a flow label (entropy bits ignored) to its registered tag.
-func (r *Registry) LookupLabel(label uint32) (Tag, bool) {
-	return r.Lookup(Split(label))
-}
-
 // Tags lists every registered pair, in registry order.
 func (r *Registry) Tags() []Tag {
 	out := make([]Tag, 0, len(r.byID))

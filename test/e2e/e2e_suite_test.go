@@ -23,8 +23,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/scitunnel/scitunnel/internal/loadgen"
 	"github.com/scitunnel/scitunnel/test/envtest/testenv"
-	"github.com/scitunnel/scitunnel/test/loadgen"
 )
 
 // Settings, from the environment (test/e2e/run.sh and the Makefile set them).

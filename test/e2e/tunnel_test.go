@@ -29,7 +29,7 @@ import (
 	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
 	"github.com/scitunnel/scitunnel/dataplane/report"
 	"github.com/scitunnel/scitunnel/dataplane/scitag"
-	"github.com/scitunnel/scitunnel/test/loadgen"
+	"github.com/scitunnel/scitunnel/internal/loadgen"
 )
 
 const (

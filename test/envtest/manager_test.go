@@ -3,7 +3,6 @@ package envtest_test
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,15 +17,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/scitunnel/scitunnel/internal/testutil"
 	"github.com/scitunnel/scitunnel/test/envtest/testenv"
 )
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	Expect(err).NotTo(HaveOccurred())
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 func httpGet(url string) (int, string, error) {
 	resp, err := http.Get(url)
@@ -55,7 +48,7 @@ var _ = Describe("The manager binary", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred(), string(out))
 		kubeconfig = filepath.Join(dir, "kubeconfig")
 		Expect(os.WriteFile(kubeconfig, env.KubeConfig, 0o600)).To(Succeed())
-		probePort, metrics = freePort(), freePort()
+		probePort, metrics = testutil.FreePort(GinkgoT()), testutil.FreePort(GinkgoT())
 		logPath = filepath.Join(dir, "manager.log")
 		log, err := os.Create(logPath)
 		Expect(err).NotTo(HaveOccurred())

@@ -1,15 +1,12 @@
 package helm_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/scitunnel/scitunnel/internal/testutil"
 	"github.com/scitunnel/scitunnel/test/envtest/testenv"
 )
 
@@ -262,7 +260,7 @@ func runManagerAsChart(ctx context.Context, t *testing.T, c client.Client, cfg *
 		t.Fatal(err)
 	}
 	containers, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
-	probePort := freePort(t)
+	probePort := testutil.FreePort(t)
 	args := []string{"--kubeconfig=" + kubeconfig, "--leader-election-namespace=" + ns}
 	for _, a := range containers[0].(map[string]any)["args"].([]any) {
 		arg := a.(string)
@@ -270,11 +268,11 @@ func runManagerAsChart(ctx context.Context, t *testing.T, c client.Client, cfg *
 		case "--health-probe-bind-address":
 			arg = fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", probePort)
 		case "--metrics-bind-address":
-			arg = fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", freePort(t))
+			arg = fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", testutil.FreePort(t))
 		}
 		args = append(args, arg)
 	}
-	var logBuf lockedBuffer
+	var logBuf testutil.LockedBuffer
 	cmd := exec.Command(manager, args...)
 	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
 	if err := cmd.Start(); err != nil {
@@ -406,16 +404,6 @@ func eventually(t *testing.T, timeout time.Duration, f func() error) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func grepLines(s, word string) string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {
@@ -424,22 +412,4 @@ func grepLines(s, word string) string {
 		}
 	}
 	return strings.Join(out, "\n")
-}
-
-// lockedBuffer collects a child process's output (written from os/exec's copying goroutine).
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -34,6 +34,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/scitunnel/scitunnel/internal/testutil"
 )
 
 func main() {
@@ -163,10 +165,11 @@ func (b *bench) setup() error {
 	if b.certs, err = makeCerts(b.work); err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}
-	port, err := freePort()
+	ports, err := testutil.FreePorts(1)
 	if err != nil {
 		return err
 	}
+	port := ports[0]
 	b.iperf = "[::1]:" + strconv.Itoa(port)
 	b.iperfSrv = exec.CommandContext(b.ctx, "iperf3", "-s", "-p", strconv.Itoa(port), "--bind", "::1")
 	if err := b.iperfSrv.Start(); err != nil {

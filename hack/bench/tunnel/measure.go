@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/scitunnel/scitunnel/dataplane/pki"
+	"github.com/scitunnel/scitunnel/internal/pki"
 )
 
 // iperf3 runs one client through entry and returns the receiver's rate in Gbit/s.
@@ -98,35 +98,6 @@ func statFields(pid int) ([]string, bool) {
 	}
 	f := strings.Fields(s[i+1:])
 	return f, len(f) > 14
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp6", "[::1]:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// freePorts returns n distinct free ports, holding each until all are chosen.
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp6", "[::1]:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // waitListening polls /proc/net/tcp6 for a listening socket on port, without connecting (a

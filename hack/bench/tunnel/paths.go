@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/scitunnel/scitunnel/internal/testutil"
 )
 
 // pathDef is one way of carrying a stream from an entry port to a target.
@@ -132,7 +134,7 @@ func launchDirect(_ *bench, target, _ string) (int, []int, []*exec.Cmd, error) {
 // run it: every dialed connection goes through the flow-label dialer.
 func launchScitunnel(protocol string) func(*bench, string, string) (int, []int, []*exec.Cmd, error) {
 	return func(b *bench, target, tag string) (int, []int, []*exec.Cmd, error) {
-		ports, err := freePorts(2)
+		ports, err := testutil.FreePorts(2)
 		if err != nil {
 			return 0, nil, nil, err
 		}
@@ -198,7 +200,7 @@ func (b *bench) startSidecar(tag string) (*exec.Cmd, error) {
 // launchStunnel runs two stunnel4 processes as in the team's reference baseline: a client-mode
 // one taking plain connections and a server-mode one terminating TLS.
 func launchStunnel(b *bench, target, tag string) (int, []int, []*exec.Cmd, error) {
-	ports, err := freePorts(2)
+	ports, err := testutil.FreePorts(2)
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -228,7 +230,7 @@ func launchStunnel(b *bench, target, tag string) (int, []int, []*exec.Cmd, error
 
 // launchHaproxy runs one haproxy holding both ends, as the reference baseline does.
 func launchHaproxy(b *bench, target, tag string) (int, []int, []*exec.Cmd, error) {
-	ports, err := freePorts(2)
+	ports, err := testutil.FreePorts(2)
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -264,7 +266,7 @@ backend bsrv
 
 // launchSocat runs a one-hop plain relay, forking a child per connection.
 func launchSocat(b *bench, target, tag string) (int, []int, []*exec.Cmd, error) {
-	ports, err := freePorts(1)
+	ports, err := testutil.FreePorts(1)
 	if err != nil {
 		return 0, nil, nil, err
 	}
