@@ -148,12 +148,23 @@ func runSflow(ctx context.Context, args []string) int {
 	return 0
 }
 
-// checkTelemetry fills the telemetry defaults and validates the section with the configuration's
-// own rules (inside an otherwise valid configuration, so only telemetry errors can come back).
+// checkTelemetry fills the telemetry defaults and validates the section, naming the flags. A
+// value from the --config file was validated when the file was loaded, so a problem here comes
+// from a flag.
 func checkTelemetry(t *config.Telemetry) error {
-	c := &config.Config{Role: config.Inbound, Protocol: config.TCP, Routes: []config.Route{{ListenPort: 1, Target: "localhost:1"}}, Telemetry: t}
-	c.Default()
-	return c.Validate()
+	t.Default()
+	if err := t.Validate(); err != nil {
+		return inFlagTerms(err, sflowFlags)
+	}
+	return nil
+}
+
+// sflowFlags names the flag that sets each telemetry field (config.FieldError.Name).
+var sflowFlags = map[string]string{
+	"samplingRate": "--sampling-rate", "interfaces": "--interfaces", "collectors": "--collectors",
+	"analyzerAddress": "--listen", "httpAddress": "--http", "window": "--window",
+	"pollingInterval": "--polling-interval", "registryFile": "--registry", "assignedTags": "--assigned-tags",
+	"fireflyAddress": "--fireflies", "agentAddress": "--agent-address",
 }
 
 // sidecar runs the analyzer, and the sampler when configured and permitted, until ctx ends.
