@@ -65,7 +65,7 @@ func newMetrics(tunnel string) *metrics {
 		}, []string{"reason"}),
 		configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scitunnel_proxy_config_reloads_total", ConstLabels: constLabels,
-			Help: "Changes of the configuration file, by result (applied, refused).",
+			Help: "Changes of the configuration file applied or refused (run --watch-config only; the pods roll instead), by result.",
 		}, []string{"result"}),
 	}
 	m.registry.MustRegister(m.configReloads, m.bytes, m.active, m.total, m.handshakeFailures, m.dialFailures,
