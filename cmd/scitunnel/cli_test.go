@@ -305,38 +305,54 @@ func echoCheck(t *testing.T, c net.Conn, msg string) {
 	c.SetDeadline(time.Time{})
 }
 
-// `run --config` applies a changed file to new connections, as when the operator updates the
-// ConfigMap (the kubelet swaps a symlink); open connections keep their target.
-func TestRunAppliesConfigFileChanges(t *testing.T) {
-	a, b := echoServer(t, "a"), echoServer(t, "b")
-	dir := t.TempDir()
-	entry, admin := testutil.FreePort(t), testutil.FreePort(t)
-	write := func(version, target string) {
-		t.Helper()
-		doc := fmt.Sprintf(`{"version":1,"tunnel":"t/reload","role":"Outbound","protocol":"TCP","adminAddress":"[::1]:%d",
-			"routes":[{"listenPort":%d,"target":%q}]}`, admin, entry, target)
-		data := filepath.Join(dir, "..data-"+version)
-		os.MkdirAll(data, 0o755)
-		os.WriteFile(filepath.Join(data, "config.json"), []byte(doc), 0o644)
-		// The kubelet's atomic update: a new directory, then one rename of the ..data symlink.
-		os.Symlink(filepath.Base(data), filepath.Join(dir, "..data.tmp"))
-		if err := os.Rename(filepath.Join(dir, "..data.tmp"), filepath.Join(dir, "..data")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("1", a)
-	os.Symlink("..data/config.json", filepath.Join(dir, "config.json"))
-	startCLI(t, "run", "--config", filepath.Join(dir, "config.json"))
-	waitHTTP(t, fmt.Sprintf("http://[::1]:%d/readyz", admin)).Body.Close()
+// configMount is a config.json mounted as the kubelet mounts a ConfigMap: the file is a symlink
+// through "..data", which an update renames over atomically.
+type configMount struct {
+	t            *testing.T
+	dir          string
+	entry, admin int
+}
 
-	first := greeting(t, entry)
+func newConfigMount(t *testing.T, target string) *configMount {
+	m := &configMount{t: t, dir: t.TempDir(), entry: testutil.FreePort(t), admin: testutil.FreePort(t)}
+	m.write("1", target)
+	os.Symlink("..data/config.json", filepath.Join(m.dir, "config.json"))
+	return m
+}
+
+func (m *configMount) write(version, target string) {
+	m.t.Helper()
+	doc := fmt.Sprintf(`{"version":1,"tunnel":"t/reload","role":"Outbound","protocol":"TCP","adminAddress":"[::1]:%d",
+		"routes":[{"listenPort":%d,"target":%q}]}`, m.admin, m.entry, target)
+	data := filepath.Join(m.dir, "..data-"+version)
+	os.MkdirAll(data, 0o755)
+	os.WriteFile(filepath.Join(data, "config.json"), []byte(doc), 0o644)
+	// The kubelet's atomic update: a new directory, then one rename of the ..data symlink.
+	os.Symlink(filepath.Base(data), filepath.Join(m.dir, "..data.tmp"))
+	if err := os.Rename(filepath.Join(m.dir, "..data.tmp"), filepath.Join(m.dir, "..data")); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+func (m *configMount) path() string { return filepath.Join(m.dir, "config.json") }
+
+// `run --config --watch-config` (a bare host) applies a changed file to new connections, here
+// one changed as the kubelet changes a ConfigMap (the symlink swap); open connections keep
+// their target.
+func TestRunWatchConfigAppliesConfigFileChanges(t *testing.T) {
+	a, b := echoServer(t, "a"), echoServer(t, "b")
+	m := newConfigMount(t, a)
+	startCLI(t, "run", "--config", m.path(), "--watch-config")
+	waitHTTP(t, fmt.Sprintf("http://[::1]:%d/readyz", m.admin)).Body.Close()
+
+	first := greeting(t, m.entry)
 	if first.got != "a" {
 		t.Fatalf("before the change: %q", first.got)
 	}
-	write("2", b)
+	m.write("2", b)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		g := greeting(t, entry)
+		g := greeting(t, m.entry)
 		g.c.Close()
 		if g.got == "b" {
 			break
@@ -348,6 +364,22 @@ func TestRunAppliesConfigFileChanges(t *testing.T) {
 	}
 	echoCheck(t, first.c, "the open connection keeps its producer")
 	first.c.Close()
+}
+
+// Without --watch-config, as the proxy pods run, `run` keeps the configuration it started with:
+// in a cluster a configuration change rolls the pods instead.
+func TestRunKeepsItsConfigurationWithoutWatchConfig(t *testing.T) {
+	a, b := echoServer(t, "a"), echoServer(t, "b")
+	m := newConfigMount(t, a)
+	startCLI(t, "run", "--config", m.path())
+	waitHTTP(t, fmt.Sprintf("http://[::1]:%d/readyz", m.admin)).Body.Close()
+	m.write("2", b)
+	time.Sleep(7 * time.Second) // two of --watch-config's 3 s polls
+	g := greeting(t, m.entry)
+	g.c.Close()
+	if g.got != "a" {
+		t.Fatalf("a new connection reached %q after the file changed; want the starting target", g.got)
+	}
 }
 
 type greeted struct {

@@ -19,24 +19,26 @@ func init() {
 	register("run", "run a tunnel end from a configuration file (what the proxy pods run)", runFromFile)
 }
 
-// configReloadInterval is how often `run` re-reads its configuration file. A ConfigMap update
-// reaches a pod's mount within the kubelet's sync period (about a minute), so seconds are plenty.
+// configReloadInterval is how often `run --watch-config` polls its configuration file.
 const configReloadInterval = 3 * time.Second
 
-const runHelp = `Usage: scitunnel run [--config FILE]
+const runHelp = `Usage: scitunnel run [--config FILE] [--watch-config]
 
 Runs one tunnel end from a configuration file. In Kubernetes the operator writes the file into
 the proxy pod's ConfigMap; on a bare host, 'scitunnel inbound ... --print-config > end.json'
-writes one from flags. Changes to the file (targets, scitag, ports, fireflies) apply to new
-connections without a restart; established connections keep going. Certificates are re-read
-when their files change.
+writes one from flags.
+
+The file is read once: in a cluster the operator rolls the proxy pods when the configuration
+changes. With --watch-config (for a bare host), changes to the file (targets, scitag, ports,
+fireflies) apply to new connections without a restart; established connections keep going.
+Certificates are always re-read when their files change (a renewed Secret), without a restart.
 
 Example:
 
   scitunnel inbound --listen 5100-5104 --target [2001:db8::5]:5074 \
       --cert server.crt --key server.key --ca ca.crt --allow-san spiffe://example.org/consumer \
       --scitag atlas/Production_Output --print-config > inbound.json
-  scitunnel run --config inbound.json
+  scitunnel run --config inbound.json --watch-config
 
 SIGTERM (or Ctrl-C) stops accepting, lets active connections finish for drainTimeout, then exits.
 
@@ -46,6 +48,7 @@ Flags:
 func runFromFile(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	path := fs.String("config", contract.ConfigFile, "the data-plane configuration (JSON, as the operator writes it)")
+	watch := fs.Bool("watch-config", false, "apply changes of the --config file without a restart (bare hosts; in a cluster the operator rolls the pods instead)")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), runHelp); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -61,13 +64,18 @@ func runFromFile(ctx context.Context, args []string) int {
 		fmt.Fprintf(os.Stderr, "scitunnel run: %s: %v\n", *path, err)
 		return 2
 	}
-	return serve(ctx, cfg, *path)
+	watched := ""
+	if *watch {
+		watched = *path
+	}
+	return serve(ctx, cfg, watched)
 }
 
 // serve runs a validated configuration: it binds every route's listener and the admin endpoint
 // (or, if any of them cannot be bound, closes what it opened and fails), then serves until ctx
-// ends and the drain is over. With a configuration file, it also applies the file's changes.
-func serve(ctx context.Context, cfg *config.Config, path string) int {
+// ends and the drain is over. With watchConfig, the path of the file cfg came from, it also
+// applies the file's changes.
+func serve(ctx context.Context, cfg *config.Config, watchConfig string) int {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	p, err := proxy.New(cfg, log)
 	if err != nil {
@@ -82,8 +90,8 @@ func serve(ctx context.Context, cfg *config.Config, path string) int {
 	}
 	go srv.Serve()
 	log.Info("admin endpoint up", "address", srv.Addr().String())
-	if path != "" {
-		go p.WatchConfig(ctx, path, configReloadInterval)
+	if watchConfig != "" {
+		go p.WatchConfig(ctx, watchConfig, configReloadInterval)
 	}
 	err = p.Run(ctx)
 	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)

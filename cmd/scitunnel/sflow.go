@@ -21,6 +21,7 @@ import (
 
 	"github.com/scitunnel/scitunnel/dataplane/config"
 	"github.com/scitunnel/scitunnel/dataplane/contract"
+	"github.com/scitunnel/scitunnel/dataplane/filewatch"
 	"github.com/scitunnel/scitunnel/dataplane/scitag"
 	"github.com/scitunnel/scitunnel/dataplane/telemetry/analyzer"
 	"github.com/scitunnel/scitunnel/dataplane/telemetry/sampler"
@@ -149,12 +150,23 @@ func runSflow(ctx context.Context, args []string) int {
 	return 0
 }
 
-// checkTelemetry fills the telemetry defaults and validates the section with the configuration's
-// own rules (inside an otherwise valid configuration, so only telemetry errors can come back).
+// checkTelemetry fills the telemetry defaults and validates the section, naming the flags. A
+// value from the --config file was validated when the file was loaded, so a problem here comes
+// from a flag.
 func checkTelemetry(t *config.Telemetry) error {
-	c := &config.Config{Role: config.Inbound, Protocol: config.TCP, Routes: []config.Route{{ListenPort: 1, Target: "localhost:1"}}, Telemetry: t}
-	c.Default()
-	return c.Validate()
+	t.Default()
+	if err := t.Validate(); err != nil {
+		return inFlagTerms(err, sflowFlags)
+	}
+	return nil
+}
+
+// sflowFlags names the flag that sets each telemetry field (config.FieldError.Name).
+var sflowFlags = map[string]string{
+	"samplingRate": "--sampling-rate", "interfaces": "--interfaces", "collectors": "--collectors",
+	"analyzerAddress": "--listen", "httpAddress": "--http", "window": "--window",
+	"pollingInterval": "--polling-interval", "registryFile": "--registry", "assignedTags": "--assigned-tags",
+	"fireflyAddress": "--fireflies", "agentAddress": "--agent-address",
 }
 
 // sidecar runs the analyzer, and the sampler when configured and permitted, until ctx ends.
@@ -269,6 +281,11 @@ func loadRegistry(path string, log *slog.Logger) *scitag.Registry {
 		return scitag.Default()
 	}
 	data, err := os.ReadFile(path)
+	return registryOf(path, data, err, log)
+}
+
+// registryOf parses a registry file's contents, or falls back to the snapshot compiled in.
+func registryOf(path string, data []byte, err error, log *slog.Logger) *scitag.Registry {
 	if err == nil {
 		var r *scitag.Registry
 		if r, err = scitag.Parse(data); err == nil {
@@ -279,26 +296,23 @@ func loadRegistry(path string, log *slog.Logger) *scitag.Registry {
 	return scitag.Default()
 }
 
-// watchRegistry re-reads the registry file when it changes (a ConfigMap update).
+// registryReloadInterval is how often the sidecar polls its registry file.
+const registryReloadInterval = 30 * time.Second
+
+// watchRegistry re-reads the registry file when its contents change (dataplane/filewatch): a
+// registry edited on a bare host. (In a cluster the registry sits in the pod's ConfigMap, whose
+// changes roll the pods; there the watch finds nothing to do before the pod is replaced.)
 func watchRegistry(ctx context.Context, path string, a *analyzer.Analyzer, log *slog.Logger) {
-	var last time.Time
-	if st, err := os.Stat(path); err == nil {
-		last = st.ModTime()
+	w := &filewatch.Watcher{
+		Files:    []string{path},
+		Interval: registryReloadInterval,
+		OnChange: func(contents [][]byte) {
+			a.SetRegistry(registryOf(path, contents[0], nil, log))
+			log.Info("scitags registry reloaded", "file", path)
+		},
+		OnError: func(err error) {
+			log.Warn("scitags registry unreadable; keeping the registry in use", "file", path, "err", err)
+		},
 	}
-	tick := time.NewTicker(30 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		st, err := os.Stat(path)
-		if err != nil || st.ModTime().Equal(last) {
-			continue
-		}
-		last = st.ModTime()
-		a.SetRegistry(loadRegistry(path, log))
-		log.Info("scitags registry reloaded", "file", path)
-	}
+	w.Run(ctx)
 }

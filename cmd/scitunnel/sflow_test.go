@@ -26,10 +26,11 @@ func TestSflowFlagErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"sflow", "--assigned-tags", "atlas"}, "telemetry.assignedTags[0]"},
-		{[]string{"sflow", "--sampling-rate", "-1"}, "telemetry.samplingRate"},
-		{[]string{"sflow", "--collectors", "no-port"}, "telemetry.collectors[0]"},
-		{[]string{"sflow", "--agent-address", "pod"}, "telemetry.agentAddress"},
+		// The flag's problem is reported under the flag's name (with the value given).
+		{[]string{"sflow", "--assigned-tags", "atlas"}, `--assigned-tags: "atlas" is not`},
+		{[]string{"sflow", "--sampling-rate", "-1"}, "--sampling-rate: is -1"},
+		{[]string{"sflow", "--collectors", "ok:6343,no-port"}, `--collectors: "no-port" is not host:port`},
+		{[]string{"sflow", "--agent-address", "pod"}, `--agent-address: "pod" is not an IP address`},
 		{[]string{"sflow", "--config", "/nonexistent.json"}, "/nonexistent.json"},
 		{[]string{"sflow", "extra"}, "unexpected arguments"},
 	} {

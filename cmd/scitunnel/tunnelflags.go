@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -133,43 +132,51 @@ func parseEndFlags(role config.Role, args []string) (*config.Config, bool, int) 
 	if *fireflies || len(collectors) > 0 || *toPeer {
 		cfg.Fireflies = &config.Fireflies{Enabled: true, Collectors: collectors, ToPeer: *toPeer, Application: "scitunnel"}
 	}
+	if cfg.NeedsTLS() && cfg.TLS == nil {
+		return fail(fmt.Errorf("--cert, --key and --ca are required for protocol %s\n('scitunnel certs' makes the certificates; --protocol TCP relays unencrypted)", cfg.Protocol))
+	}
 	cfg.Default()
 	if err := cfg.Validate(); err != nil {
-		msg := flagNamesFor(role, err.Error())
-		if cfg.NeedsTLS() && cfg.TLS == nil {
-			msg += "\n('scitunnel certs' makes the certificates; --protocol TCP relays unencrypted)"
-		}
-		return fail(errors.New(msg))
+		return fail(inFlagTerms(err, endFlags(role)))
 	}
 	return cfg, *printConfig, 0
 }
 
-// flagNamesFor turns the configuration's field names in validation errors into the flags a CLI
-// user typed.
-func flagNamesFor(role config.Role, msg string) string {
-	target := "--target"
-	if role == config.Outbound {
-		target = "--remote"
+// endFlags names the flag that sets each configuration field (config.FieldError.Name) of an
+// inbound or outbound end.
+func endFlags(role config.Role) map[string]string {
+	flags := map[string]string{
+		"routes.listenPort": "--listen", "routes.target": "--target",
+		"protocol": "--protocol", "udpTransport": "--udp-transport", "maxDatagramSize": "--max-datagram",
+		"tls.certFile": "--cert", "tls.keyFile": "--key", "tls.caFile": "--ca",
+		"tls.allowedSANs": "--allow-san", "tls.serverName": "--server-name",
+		"scitag": "--scitag", "fireflies.collectors": "--firefly-collector",
+		"adminAddress": "--admin", "listenAddress": "--listen-address", "tunnel": "--name",
+		"dialTimeout": "--dial-timeout", "drainTimeout": "--drain-timeout", "idleTimeout": "--idle-timeout",
 	}
-	msg = routeListenPort.ReplaceAllString(msg, "--listen")
-	msg = routeTarget.ReplaceAllString(msg, target)
-	return flagNames.Replace(msg)
+	if role == config.Outbound {
+		flags["routes.target"] = "--remote"
+	}
+	return flags
 }
 
-var (
-	routeListenPort = regexp.MustCompile(`routes\[\d+\]\.listenPort`)
-	routeTarget     = regexp.MustCompile(`routes\[\d+\]\.target`)
-)
-
-// flagNames maps the other fields (longest first, so "tls.allowedSANs" is not caught by a
-// shorter name).
-var flagNames = strings.NewReplacer(
-	"tls: is required for protocol", "--cert, --key and --ca: are required for protocol",
-	"tls.allowedSANs", "--allow-san", "tls.certFile", "--cert", "tls.keyFile", "--key", "tls.caFile", "--ca",
-	"fireflies.collectors", "--firefly-collector", "udpTransport", "--udp-transport",
-	"maxDatagramSize", "--max-datagram", "protocol", "--protocol", "adminAddress", "--admin",
-	"dialTimeout", "--dial-timeout", "drainTimeout", "--drain-timeout", "idleTimeout", "--idle-timeout",
-)
+// inFlagTerms reports a validation error as the flags' problems, one a line: each field a flag
+// sets is named by its flag, any other by its configuration field.
+func inFlagTerms(err error, flags map[string]string) error {
+	var lines []string
+	for _, fe := range config.Fields(err) {
+		name := fe.Field
+		if f, ok := flags[fe.Name()]; ok {
+			name = f
+		}
+		if name == "" {
+			lines = append(lines, fe.Problem)
+		} else {
+			lines = append(lines, name+": "+fe.Problem)
+		}
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}
 
 // parseScitag reads EXPERIMENT/ACTIVITY (or EXPERIMENT.ACTIVITY): registry names or ids. A pair
 // of ids the registry does not know is still accepted, since the label only needs the ids.

@@ -6,7 +6,6 @@ package config
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -265,19 +264,8 @@ func (c *Config) Default() {
 	if c.DrainTimeout.Duration == 0 {
 		c.DrainTimeout.Duration = 30 * time.Second
 	}
-	if t := c.Telemetry; t != nil {
-		if t.PollingInterval.Duration == 0 {
-			t.PollingInterval.Duration = 20 * time.Second
-		}
-		if t.AnalyzerAddress == "" {
-			t.AnalyzerAddress = contract.ListenAddress(contract.SFlowPort)
-		}
-		if t.HTTPAddress == "" {
-			t.HTTPAddress = contract.ListenAddress(contract.AnalyzerPort)
-		}
-		if t.Window.Duration == 0 {
-			t.Window.Duration = 10 * time.Second
-		}
+	if c.Telemetry != nil {
+		c.Telemetry.Default()
 	}
 }
 
@@ -286,115 +274,154 @@ func (c *Config) NeedsTLS() bool {
 	return c.Protocol == TLS || (c.Protocol == UDP && c.UDPTransport == UDPOverTLS)
 }
 
-// Validate returns every problem at once, each naming the field and what is allowed.
+// Validate returns every problem at once, each a *FieldError naming the field (see Fields) and
+// saying what is allowed. Each section validates itself (TLSConfig.Validate, Routes.Validate,
+// ...); what spans sections (TLS required by the protocol, allow-lists by the role) is checked
+// here.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
-	}
+	var p problems
 	if c.Version != CurrentVersion {
-		bad("version", "is %d, this build reads version %d", c.Version, CurrentVersion)
+		p.add("version", "is %d, this build reads version %d", c.Version, CurrentVersion)
 	}
 	if c.Role != Inbound && c.Role != Outbound {
-		bad("role", "is %q, must be %q or %q", c.Role, Inbound, Outbound)
+		p.add("role", "is %q, must be %q or %q", c.Role, Inbound, Outbound)
 	}
 	switch c.Protocol {
 	case TLS, TCP:
 		if c.UDPTransport != "" {
-			bad("udpTransport", "applies only to protocol UDP")
+			p.add("udpTransport", "applies only to protocol UDP")
 		}
 	case UDP:
 		if c.UDPTransport != UDPOverTLS && c.UDPTransport != UDPPlain {
-			bad("udpTransport", "is %q, must be %q or %q", c.UDPTransport, UDPOverTLS, UDPPlain)
+			p.add("udpTransport", "is %q, must be %q or %q", c.UDPTransport, UDPOverTLS, UDPPlain)
 		}
 	default:
-		bad("protocol", "is %q, must be %q, %q or %q", c.Protocol, TLS, TCP, UDP)
+		p.add("protocol", "is %q, must be %q, %q or %q", c.Protocol, TLS, TCP, UDP)
 	}
 	if c.Protocol != UDP && c.MaxDatagramSize != 0 {
-		bad("maxDatagramSize", "applies only to protocol UDP")
+		p.add("maxDatagramSize", "applies only to protocol UDP")
 	} else if c.MaxDatagramSize < 0 || c.MaxDatagramSize > MaxFramedDatagram {
-		bad("maxDatagramSize", "is %d, must be 1..%d bytes", c.MaxDatagramSize, MaxFramedDatagram)
+		p.add("maxDatagramSize", "is %d, must be 1..%d bytes", c.MaxDatagramSize, MaxFramedDatagram)
 	}
-	if len(c.Routes) == 0 {
-		bad("routes", "at least one route (listen port and target) is required")
-	}
-	ports := map[int]bool{}
-	for i, r := range c.Routes {
-		f := fmt.Sprintf("routes[%d]", i)
-		if r.ListenPort < 1 || r.ListenPort > 65535 {
-			bad(f+".listenPort", "is %d, must be 1..65535", r.ListenPort)
-		} else if ports[r.ListenPort] {
-			bad(f+".listenPort", "port %d is used by another route", r.ListenPort)
-		}
-		ports[r.ListenPort] = true
-		if err := checkHostPort(r.Target); err != nil {
-			bad(f+".target", "%v", err)
-		}
-	}
+	p.within("routes", Routes(c.Routes).Validate())
 	if c.NeedsTLS() {
 		if c.TLS == nil {
-			bad("tls", "is required for protocol %s (certFile, keyFile, caFile)", c.Protocol)
+			p.add("tls", "is required for protocol %s (certFile, keyFile, caFile)", c.Protocol)
 		} else {
-			for field, v := range map[string]string{"certFile": c.TLS.CertFile, "keyFile": c.TLS.KeyFile, "caFile": c.TLS.CAFile} {
-				if v == "" {
-					bad("tls."+field, "is required")
-				}
-			}
+			p.within("tls", c.TLS.Validate())
 			if c.Role == Outbound && len(c.TLS.AllowedSANs) > 0 {
-				bad("tls.allowedSANs", "applies only to the Inbound end (it checks client identities)")
+				p.add("tls.allowedSANs", "applies only to the Inbound end (it checks client identities)")
 			}
 		}
 	} else if c.TLS != nil && c.Role == Inbound && len(c.TLS.AllowedSANs) > 0 {
-		bad("tls.allowedSANs", "has no effect without TLS (protocol %s)", c.Protocol)
+		p.add("tls.allowedSANs", "has no effect without TLS (protocol %s)", c.Protocol)
 	}
-	if s := c.Scitag; s != nil {
-		if _, err := scitag.Label(s.ExperimentID, s.ActivityID); err != nil {
-			bad("scitag", "%v", err)
-		}
+	if c.Scitag != nil {
+		p.within("scitag", c.Scitag.Validate())
 	}
-	if f := c.Fireflies; f != nil {
-		for i, a := range f.Collectors {
-			if err := checkHostPort(a); err != nil {
-				bad(fmt.Sprintf("fireflies.collectors[%d]", i), "%v", err)
-			}
-		}
+	if c.Fireflies != nil {
+		p.within("fireflies", c.Fireflies.Validate())
 	}
-	if t := c.Telemetry; t != nil {
-		if t.SamplingRate < 0 {
-			bad("telemetry.samplingRate", "is %d, must be 0 (off) or a positive 1-in-N rate", t.SamplingRate)
-		}
-		for i, a := range t.Collectors {
-			if err := checkHostPort(a); err != nil {
-				bad(fmt.Sprintf("telemetry.collectors[%d]", i), "%v", err)
-			}
-		}
-		for i, tag := range t.AssignedTags {
-			if _, _, err := ParseTagIDs(tag); err != nil {
-				bad(fmt.Sprintf("telemetry.assignedTags[%d]", i), "%v", err)
-			}
-		}
-		for field, a := range map[string]string{"analyzerAddress": t.AnalyzerAddress, "httpAddress": t.HTTPAddress, "fireflyAddress": t.FireflyAddress} {
-			if err := checkListenAddress(a); a != "" && err != nil {
-				bad("telemetry."+field, "%v", err)
-			}
-		}
-		if t.AgentAddress != "" {
-			if _, err := netip.ParseAddr(t.AgentAddress); err != nil {
-				bad("telemetry.agentAddress", "%q is not an IP address", t.AgentAddress)
-			}
-		}
+	if c.Telemetry != nil {
+		p.within("telemetry", c.Telemetry.Validate())
 	}
 	if _, port, err := net.SplitHostPort(c.AdminAddress); err != nil {
-		bad("adminAddress", "%q is not [host]:port, e.g. \":9090\"", c.AdminAddress)
-	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		bad("adminAddress", "%q: port must be 0..65535", c.AdminAddress)
+		p.add("adminAddress", "%q is not [host]:port, e.g. \":9090\"", c.AdminAddress)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		p.add("adminAddress", "%q: port must be 0..65535", c.AdminAddress)
 	}
-	for name, d := range map[string]Duration{"dialTimeout": c.DialTimeout, "drainTimeout": c.DrainTimeout, "idleTimeout": c.IdleTimeout} {
-		if d.Duration < 0 {
-			bad(name, "must not be negative")
+	for _, d := range []struct {
+		field string
+		v     Duration
+	}{{"dialTimeout", c.DialTimeout}, {"drainTimeout", c.DrainTimeout}, {"idleTimeout", c.IdleTimeout}} {
+		if d.v.Duration < 0 {
+			p.add(d.field, "must not be negative")
 		}
 	}
-	return errors.Join(errs...)
+	return p.err()
+}
+
+// Validate checks that the three files are named; whether TLS is needed at all, and which of
+// its fields apply to which end, is the whole configuration's question (Config.Validate).
+func (t *TLSConfig) Validate() error {
+	var p problems
+	for _, f := range []struct{ field, path string }{{"certFile", t.CertFile}, {"keyFile", t.KeyFile}, {"caFile", t.CAFile}} {
+		if f.path == "" {
+			p.add(f.field, "is required")
+		}
+	}
+	return p.err()
+}
+
+// Validate checks that the ids fit the flow label.
+func (s *Scitag) Validate() error {
+	var p problems
+	if _, err := scitag.Label(s.ExperimentID, s.ActivityID); err != nil {
+		p.add("", "%v", err)
+	}
+	return p.err()
+}
+
+// Validate checks the collectors' addresses.
+func (f *Fireflies) Validate() error {
+	var p problems
+	for i, a := range f.Collectors {
+		if err := checkHostPort(a); err != nil {
+			p.add(fmt.Sprintf("collectors[%d]", i), "%v", err)
+		}
+	}
+	return p.err()
+}
+
+// Default fills the telemetry fields that have a default.
+func (t *Telemetry) Default() {
+	if t.PollingInterval.Duration == 0 {
+		t.PollingInterval.Duration = 20 * time.Second
+	}
+	if t.AnalyzerAddress == "" {
+		t.AnalyzerAddress = contract.ListenAddress(contract.SFlowPort)
+	}
+	if t.HTTPAddress == "" {
+		t.HTTPAddress = contract.ListenAddress(contract.AnalyzerPort)
+	}
+	if t.Window.Duration == 0 {
+		t.Window.Duration = 10 * time.Second
+	}
+}
+
+// Validate checks the sidecar's settings; the sFlow sidecar runs it on the section it builds
+// from its flags.
+func (t *Telemetry) Validate() error {
+	var p problems
+	if t.SamplingRate < 0 {
+		p.add("samplingRate", "is %d, must be 0 (off) or a positive 1-in-N rate", t.SamplingRate)
+	}
+	for i, a := range t.Collectors {
+		if err := checkHostPort(a); err != nil {
+			p.add(fmt.Sprintf("collectors[%d]", i), "%v", err)
+		}
+	}
+	for i, tag := range t.AssignedTags {
+		if _, _, err := ParseTagIDs(tag); err != nil {
+			p.add(fmt.Sprintf("assignedTags[%d]", i), "%v", err)
+		}
+	}
+	for _, a := range []struct{ field, addr string }{
+		{"analyzerAddress", t.AnalyzerAddress}, {"httpAddress", t.HTTPAddress}, {"fireflyAddress", t.FireflyAddress},
+	} {
+		if a.addr == "" {
+			continue
+		}
+		if err := checkListenAddress(a.addr); err != nil {
+			p.add(a.field, "%v", err)
+		}
+	}
+	if t.AgentAddress != "" {
+		if _, err := netip.ParseAddr(t.AgentAddress); err != nil {
+			p.add("agentAddress", "%q is not an IP address", t.AgentAddress)
+		}
+	}
+	return p.err()
 }
 
 // ParseTagIDs reads an "exp.act" id pair such as "2.16".

@@ -109,3 +109,43 @@ func TestMaxDatagramSizeDefaultsForUDP(t *testing.T) {
 		t.Fatalf("TCP config got maxDatagramSize %d (%v)", c.MaxDatagramSize, err)
 	}
 }
+
+// Each section validates itself, naming its own fields; Config.Validate puts the section's path
+// in front, and Fields takes the joined errors apart for a caller that maps them (the CLI).
+func TestSectionsValidateThemselves(t *testing.T) {
+	names := func(err error) (fields, keys []string) {
+		for _, fe := range Fields(err) {
+			fields, keys = append(fields, fe.Field), append(keys, fe.Name())
+		}
+		return fields, keys
+	}
+	if f, _ := names((&TLSConfig{KeyFile: "/k"}).Validate()); strings.Join(f, ",") != "certFile,caFile" {
+		t.Errorf("TLSConfig.Validate names %v", f)
+	}
+	tel := &Telemetry{SamplingRate: -1, Collectors: []string{"ok:1", "no-port"}}
+	tel.Default()
+	if f, _ := names(tel.Validate()); strings.Join(f, ",") != "samplingRate,collectors[1]" {
+		t.Errorf("Telemetry.Validate names %v", f)
+	}
+	if err := (&Scitag{ExperimentID: 600}).Validate(); err == nil || Fields(err)[0].Field != "" {
+		t.Errorf("Scitag.Validate: %v", err)
+	}
+	if err := (Routes{}).Validate(); err == nil || !strings.Contains(err.Error(), "at least one route") {
+		t.Errorf("Routes{}.Validate: %v", err)
+	}
+
+	c := &Config{Role: Outbound, Protocol: TLS, TLS: &TLSConfig{CertFile: "/c", KeyFile: "/k"},
+		Routes:    []Route{{ListenPort: 5, Target: "a:1"}, {ListenPort: 5, Target: "nohost"}},
+		Fireflies: &Fireflies{Collectors: []string{"x"}}, Scitag: &Scitag{ActivityID: 99}}
+	c.Default()
+	err := c.Validate()
+	fields, keys := names(err)
+	want := []string{"routes[1].listenPort", "routes[1].target", "tls.caFile", "scitag", "fireflies.collectors[0]"}
+	wantKeys := []string{"routes.listenPort", "routes.target", "tls.caFile", "scitag", "fireflies.collectors"}
+	if strings.Join(fields, ",") != strings.Join(want, ",") || strings.Join(keys, ",") != strings.Join(wantKeys, ",") {
+		t.Fatalf("Config.Validate names %v (keys %v), want %v (%v)\n%v", fields, keys, want, wantKeys, err)
+	}
+	if !strings.Contains(err.Error(), `routes[1].target: "nohost" is not host:port`) || !strings.Contains(err.Error(), "tls.caFile: is required") {
+		t.Errorf("messages: %v", err)
+	}
+}

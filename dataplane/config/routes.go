@@ -6,6 +6,39 @@ import (
 	"strings"
 )
 
+// Routes are a configuration's routes, for their validation.
+type Routes []Route
+
+// Validate checks each route and that no two share a listening port.
+func (rs Routes) Validate() error {
+	var p problems
+	if len(rs) == 0 {
+		p.add("", "at least one route (listen port and target) is required")
+	}
+	ports := map[int]bool{}
+	for i, r := range rs {
+		f := fmt.Sprintf("[%d]", i)
+		if ports[r.ListenPort] && validPort(r.ListenPort) {
+			p.add(f+".listenPort", "port %d is used by another route", r.ListenPort)
+		}
+		ports[r.ListenPort] = true
+		p.within(f, r.Validate())
+	}
+	return p.err()
+}
+
+// Validate checks the listening port and the target's form.
+func (r Route) Validate() error {
+	var p problems
+	if !validPort(r.ListenPort) {
+		p.add("listenPort", "is %d, must be 1..65535", r.ListenPort)
+	}
+	if err := checkHostPort(r.Target); err != nil {
+		p.add("target", "%v", err)
+	}
+	return p.err()
+}
+
 // Expand maps listening ports onto targets the way SciStream maps num_conn ports: port i
 // carries target i mod len(targets). With as many ports as targets that is one port per
 // target; with parallel streams (more ports than targets) each target gets several ports.
@@ -63,9 +96,11 @@ func ParsePorts(s string) ([]int, error) {
 	return ports, nil
 }
 
+func validPort(p int) bool { return p >= 1 && p <= 65535 }
+
 func parsePort(s string) (int, error) {
 	p, err := strconv.Atoi(strings.TrimSpace(s))
-	if err != nil || p < 1 || p > 65535 {
+	if err != nil || !validPort(p) {
 		return 0, fmt.Errorf("%q is not a port (1..65535)", s)
 	}
 	return p, nil

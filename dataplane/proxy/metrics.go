@@ -66,7 +66,7 @@ func newMetrics(tunnel string) *metrics {
 		}, []string{"reason"}),
 		configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scitunnel_proxy_config_reloads_total", ConstLabels: constLabels,
-			Help: "Changes of the configuration file, by result (applied, refused).",
+			Help: "Changes of the configuration file applied or refused (run --watch-config only; the pods roll instead), by result.",
 		}, []string{"result"}),
 		fireflyDrops: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "scitunnel_proxy_fireflies_dropped_total", ConstLabels: constLabels,

@@ -34,10 +34,10 @@ import (
 // goroutine and a descriptor for long.
 const handshakeTimeout = 10 * time.Second
 
-// certReloadInterval is how often the mounted certificate files are re-read. Polling the
-// contents (rather than watching with inotify) survives every way a file can be replaced,
-// including the kubelet's symlink swap of a Secret volume; a few seconds of delay do not matter
-// for certificates renewed at two thirds of their lifetime. A variable so tests can shorten it.
+// certReloadInterval is how often the mounted certificate files are polled (dataplane/filewatch:
+// by content, which survives the kubelet's symlink swap of a Secret volume); a few seconds of
+// delay do not matter for certificates renewed at two thirds of their lifetime. A variable so
+// tests can shorten it.
 var certReloadInterval = 5 * time.Second
 
 // Proxy is one running tunnel end.

@@ -172,6 +172,10 @@ func TestOutboundPresentsTheReloadedClientCertificate(t *testing.T) {
 	open.roundTrip(t, "after") // established before the swap: unaffected
 }
 
+// Certificates are the one thing a proxy pod reloads in place (the tests above); a change of
+// config.json rolls the pods instead. Proxy.Reload remains for `scitunnel run --watch-config` on
+// a bare host (cmd/scitunnel's TestRunWatchConfigAppliesConfigFileChanges).
+
 // A reload that adds ports, one of which cannot be bound, changes nothing: the ports it did
 // bind are released and the running routes and targets stay as they were.
 func TestReloadThatCannotBindChangesNothing(t *testing.T) {

@@ -1,9 +1,10 @@
 // Package tlsfiles serves mutual-TLS configurations from PEM files that change on disk.
 //
-// Kubernetes renews a mounted Secret by swapping a symlink, so the files are re-read on an
-// interval and compared by content; a handshake always gets the newest valid material while
-// established connections keep the keys they negotiated. A broken update (a key that does not
-// match its certificate, say) is refused and the previous material stays in use.
+// Kubernetes renews a mounted Secret by swapping a symlink, so the files are polled and compared
+// by content (dataplane/filewatch); a handshake always gets the newest valid material while
+// established connections keep the keys they negotiated: certificates are reloaded in place,
+// never by restarting the proxy. A broken update (a key that does not match its certificate,
+// say) is refused and the previous material stays in use.
 package tlsfiles
 
 import (
@@ -21,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/scitunnel/scitunnel/dataplane/filewatch"
 )
 
 // Files names the PEM files of one end.
@@ -63,15 +66,22 @@ func Load(files Files, log *slog.Logger) (*Source, error) {
 	return s, nil
 }
 
+func (f Files) paths() []string { return []string{f.CertFile, f.KeyFile, f.CAFile} }
+
 func read(f Files) (*material, error) {
 	var raw [3][]byte
-	for i, p := range []string{f.CertFile, f.KeyFile, f.CAFile} {
+	for i, p := range f.paths() {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			return nil, err
 		}
 		raw[i] = b
 	}
+	return parse(f, raw)
+}
+
+// parse makes material of the three files' contents.
+func parse(f Files, raw [3][]byte) (*material, error) {
 	cert, err := tls.X509KeyPair(raw[0], raw[1])
 	if err != nil {
 		return nil, fmt.Errorf("tls: %s and %s: %w", f.CertFile, f.KeyFile, err)
@@ -87,6 +97,11 @@ func read(f Files) (*material, error) {
 // new material was taken.
 func (s *Source) Reload() (bool, error) {
 	m, err := read(s.files)
+	return s.take(m, err)
+}
+
+// take swaps in m (unless err says the files were bad) if it differs from the current material.
+func (s *Source) take(m *material, err error) (bool, error) {
 	s.mu.Lock()
 	s.lastErr = err
 	s.mu.Unlock()
@@ -101,24 +116,29 @@ func (s *Source) Reload() (bool, error) {
 	return true, nil
 }
 
-// Watch reloads every interval until ctx ends, logging changes and refusals.
+// Watch polls the files every interval until ctx ends (dataplane/filewatch) and takes changed
+// material, logging changes and refusals. A refused change (a key that does not match its
+// certificate, say) is logged once; the previous material stays until the files change again.
 func (s *Source) Watch(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			changed, err := s.Reload()
+	cur := s.current.Load()
+	w := &filewatch.Watcher{
+		Files:    s.files.paths(),
+		Interval: interval,
+		Initial:  [][]byte{cur.raw[0], cur.raw[1], cur.raw[2]},
+		OnChange: func(contents [][]byte) {
+			changed, err := s.take(parse(s.files, [3][]byte{contents[0], contents[1], contents[2]}))
 			switch {
 			case err != nil:
 				s.log.Warn("certificate reload refused; keeping the previous certificates", "err", err)
 			case changed:
 				s.log.Info("certificates reloaded", "notAfter", s.NotAfter())
 			}
-		}
+		},
+		OnError: func(err error) {
+			s.log.Warn("certificate files unreadable; keeping the previous certificates", "err", err)
+		},
 	}
+	w.Run(ctx)
 }
 
 // NotAfter is the expiry of the current certificate.
