@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -209,37 +208,31 @@ func (r *ScitagPolicyReconciler) applyRegistryConfigMap(ctx context.Context, p *
 
 // resolve turns experiment/activity names or ids into ids and the flow label.
 func (r *ScitagPolicyReconciler) resolve(p *scitunnelv1.ScitagPolicy, reg *scitag.Registry, set func(string, metav1.ConditionStatus, string, string)) {
-	exp, act := string(p.Spec.Experiment), string(p.Spec.Activity)
-	tag, err := reg.Resolve(exp, act)
-	reason, msg := "Resolved", ""
+	tag, err := reg.Resolve(string(p.Spec.Experiment), string(p.Spec.Activity))
 	if err != nil {
-		e, errE := strconv.Atoi(exp)
-		a, errA := strconv.Atoi(act)
-		if errE != nil || errA != nil {
-			clearResolved(p)
-			set(scitunnelv1.ConditionResolved, metav1.ConditionFalse, "NotInRegistry", err.Error())
-			return
+		clearResolved(p)
+		reason := "NotInRegistry"
+		if errors.Is(err, scitag.ErrOutOfRange) {
+			reason = "OutOfRange"
 		}
-		if _, lerr := scitag.Label(e, a); lerr != nil {
-			clearResolved(p)
-			set(scitunnelv1.ConditionResolved, metav1.ConditionFalse, "OutOfRange", lerr.Error())
-			return
-		}
-		tag = scitag.Tag{ExperimentID: e, ActivityID: a}
-		reason = "IDsNotInRegistry"
-		msg = fmt.Sprintf("ids %d.%d are not in the registry (%s); the label carries them anyway", e, a, p.Status.Registry.Source)
+		set(scitunnelv1.ConditionResolved, metav1.ConditionFalse, reason, err.Error())
+		return
 	}
-	label := tag.Label()
+	reason, msg := "Resolved", ""
+	if !tag.InRegistry {
+		reason = "IDsNotInRegistry"
+		msg = fmt.Sprintf("ids %d.%d are not in the registry (%s); the label carries them anyway", tag.ExperimentID, tag.ActivityID, p.Status.Registry.Source)
+	}
 	p.Status.Tag = tag.String()
 	p.Status.ExperimentID = ptr(int32(tag.ExperimentID))
 	p.Status.ActivityID = ptr(int32(tag.ActivityID))
 	p.Status.ExperimentName = tag.ExperimentName
 	p.Status.ActivityName = tag.ActivityName
-	p.Status.FlowLabel = ptr(int32(label))
-	p.Status.FlowLabelHex = scitag.FormatLabel(label)
+	p.Status.FlowLabel = ptr(int32(tag.Label))
+	p.Status.FlowLabelHex = tag.LabelHex
 	p.Status.Mask = int32(scitag.Mask)
 	if msg == "" {
-		msg = fmt.Sprintf("%s is experiment %d activity %d: flow label %d (%s)", tag, tag.ExperimentID, tag.ActivityID, label, scitag.FormatLabel(label))
+		msg = fmt.Sprintf("%s is experiment %d activity %d: flow label %d (%s)", tag, tag.ExperimentID, tag.ActivityID, tag.Label, tag.LabelHex)
 	}
 	set(scitunnelv1.ConditionResolved, metav1.ConditionTrue, reason, msg)
 }

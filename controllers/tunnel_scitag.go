@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -193,27 +192,11 @@ func (r *StreamTunnelReconciler) reconcileScitag(ctx context.Context, s *tunnelS
 	return nil
 }
 
-// resolveInline resolves inline names or ids against the compiled-in registry. Two numeric ids
-// that the registry does not list are accepted as they are: the label can carry them, and the
-// registry grows.
+// resolveInline resolves inline names or ids against the compiled-in registry (scitag's
+// Registry.Resolve: two numeric ids the registry does not list are accepted as they are).
 func resolveInline(exp scitunnelv1.ExperimentRef, act scitunnelv1.ActivityRef) (scitag.Tag, error) {
-	reg := scitag.Default()
-	tag, err := reg.Resolve(string(exp), string(act))
-	if err == nil {
-		return tag, nil
-	}
-	e, errE := strconv.Atoi(string(exp))
-	a, errA := strconv.Atoi(string(act))
-	if errE != nil || errA != nil {
-		return scitag.Tag{}, err
-	}
-	if _, err := scitag.Label(e, a); err != nil {
-		return scitag.Tag{}, err
-	}
-	if known, ok := reg.Lookup(e, a); ok {
-		return known, nil
-	}
-	return scitag.Tag{ExperimentID: e, ActivityID: a}, nil
+	tag, err := scitag.Default().Resolve(string(exp), string(act))
+	return tag.Tag, err
 }
 
 func resolved(tag scitag.Tag, entropy bool, source string) *scitunnelv1.ResolvedScitag {

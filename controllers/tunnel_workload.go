@@ -246,9 +246,6 @@ func (r *StreamTunnelReconciler) buildConfig(s *tunnelScope) (*config.Config, er
 		}
 		own = firefliesFrom(ts.Fireflies)
 	}
-	if s.tag != nil {
-		tel.AssignedTags = []string{fmt.Sprintf("%d.%d", s.tag.ExperimentID, s.tag.ActivityID)}
-	}
 	cfg.Telemetry = tel
 	if ff := mergeFireflies(own, s.fireflies); ff != nil {
 		ff.Application = "scitunnel"

@@ -43,8 +43,9 @@ Runs the sFlow sidecar of a tunnel pod, or standalone on a data-transfer host:
     /v1/tags, /v1/flows, /v1/agents, /v1/health, /metrics (scitag_networks_bps), /healthz.
 
 The configuration's telemetry section is read from --config (the pod's config.json); the flags
-override it. A flow label counts as tagged only when its tag is assigned (--assigned-tags) or
-announced by a firefly (--fireflies): Linux's random labels decode to registered tags too.
+override it. A flow label counts as tagged only when its tag is assigned (the configuration's
+scitag, or --assigned-tags) or announced by a firefly (--fireflies): Linux's random labels
+decode to registered tags too.
 
 The sidecar runs Go code on one CPU at a time (GOMAXPROCS=1 unless the environment sets it).
 
@@ -67,7 +68,7 @@ func runSflow(ctx context.Context, args []string) int {
 	window := fs.Duration("window", 0, "smoothing window of the rates (default 10s)")
 	polling := fs.Duration("polling-interval", 0, "interval of interface counter samples (default 20s)")
 	registry := fs.String("registry", "", "scitags registry file (api.json format; default: the snapshot compiled in)")
-	assigned := fs.String("assigned-tags", "", "comma-separated exp.act ids assigned to this host, e.g. 2.16,2.9")
+	assigned := fs.String("assigned-tags", "", "comma-separated exp.act ids assigned to this host, e.g. 2.16,2.9 (default: the --config file's scitag)")
 	fireflies := fs.String("fireflies", "", "listen for fireflies at this address, e.g. \":10514\" (default off)")
 	agent := fs.String("agent-address", "", "agent address in the sampler's datagrams (default: the sampled interfaces' first global address)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -90,6 +91,9 @@ func runSflow(ctx context.Context, args []string) int {
 	}
 
 	t := &config.Telemetry{}
+	// The pod's tag enters once, as the configuration's scitag: the proxy stamps it, the
+	// analyzer attributes labels that decode to it.
+	var assignedTags []scitag.Tag
 	if *path != "" {
 		cfg, err := config.Load(*path)
 		if err != nil {
@@ -98,6 +102,9 @@ func runSflow(ctx context.Context, args []string) int {
 		}
 		if cfg.Telemetry != nil {
 			t = cfg.Telemetry
+		}
+		if cfg.Scitag != nil {
+			assignedTags = []scitag.Tag{cfg.Scitag.Tag()}
 		}
 	}
 	split := func(s string) []string {
@@ -109,6 +116,7 @@ func runSflow(ctx context.Context, args []string) int {
 		}
 		return out
 	}
+	var flagErr error
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "sampling-rate":
@@ -128,13 +136,24 @@ func runSflow(ctx context.Context, args []string) int {
 		case "registry":
 			t.RegistryFile = *registry
 		case "assigned-tags":
-			t.AssignedTags = split(*assigned)
+			assignedTags = nil
+			for _, s := range split(*assigned) {
+				tag, err := scitag.ParseIDs(s)
+				if err != nil {
+					flagErr = fmt.Errorf("--assigned-tags: %w", err)
+					return
+				}
+				assignedTags = append(assignedTags, tag)
+			}
 		case "fireflies":
 			t.FireflyAddress = *fireflies
 		case "agent-address":
 			t.AgentAddress = *agent
 		}
 	})
+	if flagErr != nil {
+		return usageError("sflow", flagErr)
+	}
 	if err := checkTelemetry(t); err != nil {
 		return usageError("sflow", err)
 	}
@@ -143,7 +162,7 @@ func runSflow(ctx context.Context, args []string) int {
 		return usageError("sflow", fmt.Errorf("--log-level: %v", err))
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := sidecar(ctx, t, log); err != nil {
+	if err := sidecar(ctx, t, assignedTags, log); err != nil {
 		log.Error("sflow sidecar failed", "err", err)
 		return 1
 	}
@@ -165,18 +184,14 @@ func checkTelemetry(t *config.Telemetry) error {
 var sflowFlags = map[string]string{
 	"samplingRate": "--sampling-rate", "interfaces": "--interfaces", "collectors": "--collectors",
 	"analyzerAddress": "--listen", "httpAddress": "--http", "window": "--window",
-	"pollingInterval": "--polling-interval", "registryFile": "--registry", "assignedTags": "--assigned-tags",
+	"pollingInterval": "--polling-interval", "registryFile": "--registry",
 	"fireflyAddress": "--fireflies", "agentAddress": "--agent-address",
 }
 
 // sidecar runs the analyzer, and the sampler when configured and permitted, until ctx ends.
-func sidecar(ctx context.Context, t *config.Telemetry, log *slog.Logger) error {
-	var tags []scitag.Tag
-	for _, s := range t.AssignedTags {
-		exp, act, _ := config.ParseTagIDs(s) // validated
-		tags = append(tags, scitag.Tag{ExperimentID: exp, ActivityID: act})
-	}
-	a := analyzer.New(analyzer.Options{Window: t.Window.Duration, AssignedTags: tags, Registry: loadRegistry(t.RegistryFile, log)})
+// assigned are the tags (by ids) whose labels the analyzer attributes without a firefly.
+func sidecar(ctx context.Context, t *config.Telemetry, assigned []scitag.Tag, log *slog.Logger) error {
+	a := analyzer.New(analyzer.Options{Window: t.Window.Duration, AssignedTags: assigned, Registry: loadRegistry(t.RegistryFile, log)})
 
 	conn, err := analyzer.ListenSFlow(t.AnalyzerAddress)
 	if err != nil {
@@ -227,13 +242,22 @@ func sidecar(ctx context.Context, t *config.Telemetry, log *slog.Logger) error {
 		_ = srv.Shutdown(shut)
 	})
 	log.Info("sflow sidecar serving", "sflow", conn.LocalAddr().String(), "http", httpLn.Addr().String(),
-		"fireflies", t.FireflyAddress, "samplingRate", t.SamplingRate, "assignedTags", t.AssignedTags)
+		"fireflies", t.FireflyAddress, "samplingRate", t.SamplingRate, "assignedTags", tagIDs(assigned))
 	err = srv.Serve(httpLn)
 	wg.Wait()
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
+}
+
+// tagIDs renders tags as "exp.act" ids, as --assigned-tags takes them.
+func tagIDs(tags []scitag.Tag) []string {
+	out := make([]string, len(tags))
+	for i, t := range tags {
+		out[i] = fmt.Sprintf("%d.%d", t.ExperimentID, t.ActivityID)
+	}
+	return out
 }
 
 // localDestination is where the sampler reaches the analyzer: its port on loopback when it

@@ -31,6 +31,7 @@ func TestSflowFlagErrors(t *testing.T) {
 		{[]string{"sflow", "--sampling-rate", "-1"}, "--sampling-rate: is -1"},
 		{[]string{"sflow", "--collectors", "ok:6343,no-port"}, `--collectors: "no-port" is not host:port`},
 		{[]string{"sflow", "--agent-address", "pod"}, `--agent-address: "pod" is not an IP address`},
+		{[]string{"sflow", "--assigned-tags", "2.16,2.64"}, "--assigned-tags: activity id 64 out of range"},
 		{[]string{"sflow", "--config", "/nonexistent.json"}, "/nonexistent.json"},
 		{[]string{"sflow", "extra"}, "unexpected arguments"},
 	} {
@@ -54,8 +55,9 @@ type sidecarRun struct {
 }
 
 // startSidecar runs the sidecar from a copy of the binary (the shared one sits in a private
-// directory), as uid 65534 when the test is root, with an assigned tag 2.16 and the registry
-// file given, and waits until it serves. netRawFileCap gives the copy the file capability the
+// directory), as uid 65534 when the test is root, with the tag 2.16 as its configuration's scitag
+// (which the analyzer attributes without a firefly) and the registry file given, and waits
+// until it serves. netRawFileCap gives the copy the file capability the
 // data-plane image gives /scitunnel (cap_net_raw=p).
 func startSidecar(t *testing.T, netRawFileCap bool, registry string) *sidecarRun {
 	t.Helper()
@@ -83,7 +85,7 @@ func startSidecar(t *testing.T, netRawFileCap bool, registry string) *sidecarRun
 			t.Fatalf("setting the file capability: %v", err)
 		}
 	}
-	telemetry := `"samplingRate":100,"assignedTags":["2.16"],"analyzerAddress":":6343","httpAddress":":9091"`
+	telemetry := `"samplingRate":100,"analyzerAddress":":6343","httpAddress":":9091"`
 	if registry != "" {
 		regFile := filepath.Join(dir, "registry.json")
 		if err := os.WriteFile(regFile, []byte(registry), 0o644); err != nil {
@@ -93,7 +95,7 @@ func startSidecar(t *testing.T, netRawFileCap bool, registry string) *sidecarRun
 	}
 	cfg := filepath.Join(dir, "config.json")
 	if err := os.WriteFile(cfg, []byte(`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5000,"target":"localhost:5001"}],
-		"telemetry":{`+telemetry+`}}`), 0o644); err != nil {
+		"scitag":{"experimentId":2,"activityId":16,"entropy":true},"telemetry":{`+telemetry+`}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// The flags override the file's addresses (free ports for the test).

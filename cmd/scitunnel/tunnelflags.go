@@ -178,8 +178,9 @@ func inFlagTerms(err error, flags map[string]string) error {
 	return errors.New(strings.Join(lines, "\n"))
 }
 
-// parseScitag reads EXPERIMENT/ACTIVITY (or EXPERIMENT.ACTIVITY): registry names or ids. A pair
-// of ids the registry does not know is still accepted, since the label only needs the ids.
+// parseScitag reads EXPERIMENT/ACTIVITY (or EXPERIMENT.ACTIVITY): registry names or ids, resolved
+// by the rule the operator applies (scitag.Registry.Resolve): a pair of ids the registry does not
+// know is still accepted, since the label only needs the ids.
 func parseScitag(s string) (*config.Scitag, error) {
 	// Experiment names hold neither '/' nor '.', activity names may ("Upload/Download (Job)"),
 	// so the first separator splits.
@@ -187,21 +188,15 @@ func parseScitag(s string) (*config.Scitag, error) {
 	if i <= 0 || i == len(s)-1 {
 		return nil, fmt.Errorf("%q: want EXPERIMENT/ACTIVITY, e.g. atlas/Production_Output or 2/16", s)
 	}
-	exp, act := s[:i], s[i+1:]
-	if tag, err := scitag.Default().Resolve(exp, act); err == nil {
-		return &config.Scitag{ExperimentID: tag.ExperimentID, ActivityID: tag.ActivityID, Name: tag.String()}, nil
-	} else if e, errE := strconv.Atoi(exp); errE == nil {
-		a, errA := strconv.Atoi(act)
-		if errA == nil {
-			if _, err := scitag.Label(e, a); err != nil {
-				return nil, err
-			}
-			return &config.Scitag{ExperimentID: e, ActivityID: a}, nil
-		}
-		return nil, err
-	} else {
+	tag, err := scitag.Default().Resolve(s[:i], s[i+1:])
+	if err != nil {
 		return nil, err
 	}
+	out := &config.Scitag{ExperimentID: tag.ExperimentID, ActivityID: tag.ActivityID}
+	if tag.InRegistry {
+		out.Name = tag.String() // unlisted ids stay unnamed; the proxy renders them "exp.act"
+	}
+	return out, nil
 }
 
 // listFlag collects a repeatable, comma-separated flag.

@@ -86,6 +86,8 @@ type Config struct {
 	TLS *TLSConfig `json:"tls,omitempty"`
 
 	// Scitag, when set, is the tag the proxy stamps on the flow label of the connections it dials.
+	// It is also the tag the sFlow sidecar's analyzer attributes this pod's labelled traffic to
+	// (the second signal that separates marked traffic from Linux's random labels).
 	Scitag *Scitag `json:"scitag,omitempty"`
 
 	Fireflies *Fireflies `json:"fireflies,omitempty"`
@@ -143,6 +145,12 @@ type Scitag struct {
 	Entropy bool `json:"entropy"`
 }
 
+// Tag is the pair by ids (the sidecar's analyzer attributes traffic by ids; names are rendered
+// from its registry).
+func (s Scitag) Tag() scitag.Tag {
+	return scitag.Tag{ExperimentID: s.ExperimentID, ActivityID: s.ActivityID}
+}
+
 // FlowLabel is the label without entropy.
 func (s Scitag) FlowLabel() uint32 {
 	l, _ := scitag.Label(s.ExperimentID, s.ActivityID)
@@ -181,9 +189,6 @@ type Telemetry struct {
 	// RegistryFile is a scitags registry (api.json format) to name tags; empty means the
 	// snapshot compiled into the binary.
 	RegistryFile string `json:"registryFile,omitempty"`
-	// AssignedTags are the tags the operator assigned to this pod ("exp.act" ids, e.g. "2.16"):
-	// the second signal that separates marked traffic from Linux's random labels.
-	AssignedTags []string `json:"assignedTags,omitempty"`
 	// FireflyAddress, when set (e.g. ":10514"), makes the analyzer listen for scitags fireflies:
 	// a flow announced with a tag is the other second signal for that tag. Empty: off.
 	FireflyAddress string `json:"fireflyAddress,omitempty"`
@@ -401,11 +406,6 @@ func (t *Telemetry) Validate() error {
 			p.add(fmt.Sprintf("collectors[%d]", i), "%v", err)
 		}
 	}
-	for i, tag := range t.AssignedTags {
-		if _, _, err := ParseTagIDs(tag); err != nil {
-			p.add(fmt.Sprintf("assignedTags[%d]", i), "%v", err)
-		}
-	}
 	for _, a := range []struct{ field, addr string }{
 		{"analyzerAddress", t.AnalyzerAddress}, {"httpAddress", t.HTTPAddress}, {"fireflyAddress", t.FireflyAddress},
 	} {
@@ -422,24 +422,6 @@ func (t *Telemetry) Validate() error {
 		}
 	}
 	return p.err()
-}
-
-// ParseTagIDs reads an "exp.act" id pair such as "2.16".
-func ParseTagIDs(s string) (experimentID, activityID int, err error) {
-	e, a, ok := strings.Cut(s, ".")
-	if ok {
-		experimentID, err = strconv.Atoi(e)
-		if err == nil {
-			activityID, err = strconv.Atoi(a)
-		}
-	}
-	if !ok || err != nil {
-		return 0, 0, fmt.Errorf("%q is not an \"experimentId.activityId\" pair such as \"2.16\"", s)
-	}
-	if _, err := scitag.Label(experimentID, activityID); err != nil {
-		return 0, 0, err
-	}
-	return experimentID, activityID, nil
 }
 
 // checkListenAddress accepts "host:port" and ":port" (all addresses).

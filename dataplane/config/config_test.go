@@ -54,7 +54,8 @@ func TestParseRejects(t *testing.T) {
 		"datagram size":  {`{"version":1,"role":"Inbound","protocol":"UDP","udpTransport":"Plain","routes":[{"listenPort":5,"target":"a:1"}],"maxDatagramSize":70000}`, "maxDatagramSize"},
 		"datagram tcp":   {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"maxDatagramSize":1200}`, "maxDatagramSize"},
 		"admin address":  {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"adminAddress":"9090"}`, "adminAddress"},
-		"bad assigned":   {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"telemetry":{"samplingRate":10,"assignedTags":["atlas"]}}`, "assignedTags"},
+		// The sidecar takes the pod's tag from "scitag"; telemetry.assignedTags is gone.
+		"assignedTags gone": {`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":5,"target":"a:1"}],"telemetry":{"samplingRate":10,"assignedTags":["2.16"]}}`, "assignedTags"},
 	}
 	for name, c := range cases {
 		_, err := Parse([]byte(c.doc))

@@ -23,12 +23,20 @@ type TagTotals struct {
 	Updated time.Time `json:"updated"`
 }
 
-// TagRate is one tag's estimated throughput.
+// UnknownTag is TagRate.Tag for traffic whose label decodes to no tag or to a tag without a
+// second signal (not assigned to the pod, not announced by a firefly).
+const UnknownTag = "unknown"
+
+// TagRate is one tag's estimated throughput. Match a tag by its ids (Matches): the name is for
+// display and follows the analyzer's registry, which may name a pair differently from the
+// registry a tag was resolved against, or not at all.
 type TagRate struct {
-	// Tag is "expName.activityName" (or "exp.act" when the registry lacks a name, or "unknown").
-	Tag          string `json:"tag"`
-	ExperimentID int    `json:"experimentId"`
-	ActivityID   int    `json:"activityId"`
+	// Tag is "expName.activityName" (or "exp.act" when the registry lacks a name, or UnknownTag).
+	Tag string `json:"tag"`
+	// ExperimentID and ActivityID identify the tag; both are 0 for UnknownTag (the pair 0.0 has
+	// flow label 0, which the analyzer counts as unlabelled, so no tag is reported as 0.0).
+	ExperimentID int `json:"experimentId"`
+	ActivityID   int `json:"activityId"`
 	// BitsPerSecond is the estimated rate over the window.
 	BitsPerSecond float64 `json:"bitsPerSecond"`
 	// ErrorPercent is the 95% error bound of BitsPerSecond. With equal frame sizes it is
@@ -41,6 +49,11 @@ type TagRate struct {
 	Samples uint64 `json:"samples"`
 	// Flows active in the window.
 	Flows int `json:"flows"`
+}
+
+// Matches reports whether r is the tag with these ids; the UnknownTag entry matches none.
+func (r TagRate) Matches(experimentID, activityID int) bool {
+	return r.Tag != UnknownTag && r.ExperimentID == experimentID && r.ActivityID == activityID
 }
 
 // StatusPath is the proxy's HTTP path for its ProxyStatus.

@@ -11,6 +11,7 @@
 package scitag
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 )
@@ -28,13 +29,31 @@ const (
 	MaxActivityID   = 63  // 6 bits
 )
 
-// Label returns the flow label for an experiment/activity pair with all entropy bits zero.
+// Errors of Label and Registry.Resolve, for errors.Is; the messages say which id or name.
+var (
+	// ErrOutOfRange: an id the flow label cannot carry.
+	ErrOutOfRange = errors.New("id out of the flow label's range")
+	// ErrNotInRegistry: a name, or a name beside an id, that the registry does not list.
+	ErrNotInRegistry = errors.New("not in the scitags registry")
+)
+
+// kindError is an error with its own message that matches one of the sentinel errors above.
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e *kindError) Error() string        { return e.msg }
+func (e *kindError) Is(target error) bool { return target == e.kind }
+
+// Label returns the flow label for an experiment/activity pair with all entropy bits zero. Ids
+// outside the label's range fail with ErrOutOfRange.
 func Label(experimentID, activityID int) (uint32, error) {
 	if experimentID < 0 || experimentID > MaxExperimentID {
-		return 0, fmt.Errorf("experiment id %d out of range: the flow label holds 0..%d", experimentID, MaxExperimentID)
+		return 0, &kindError{ErrOutOfRange, fmt.Sprintf("experiment id %d out of range: the flow label holds 0..%d", experimentID, MaxExperimentID)}
 	}
 	if activityID < 0 || activityID > MaxActivityID {
-		return 0, fmt.Errorf("activity id %d out of range: the flow label holds 0..%d", activityID, MaxActivityID)
+		return 0, &kindError{ErrOutOfRange, fmt.Sprintf("activity id %d out of range: the flow label holds 0..%d", activityID, MaxActivityID)}
 	}
 	return reverse9(uint32(experimentID))<<9 | uint32(activityID)<<2, nil
 }

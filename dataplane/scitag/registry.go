@@ -137,10 +137,73 @@ func (r *Registry) Tags() []Tag {
 	return out
 }
 
-// Resolve finds a pair given each side as a name or a decimal id. Names match case-insensitively
-// and treat "_" and " " alike, so "atlas"/"Production_Output" and "ATLAS"/"production output"
-// both resolve to 2.16.
-func (r *Registry) Resolve(experiment, activity string) (Tag, error) {
+// Resolved is a tag resolved from an experiment and an activity given as names or ids: what a
+// ScitagPolicy's and a StreamTunnel's status show and what the CLI stamps.
+type Resolved struct {
+	// Tag holds the ids, and the registry's names when it lists the pair (String renders
+	// "expName.activityName", or "exp.act" without names).
+	Tag
+	// Label is the tag's flow label without entropy; LabelHex renders it (FormatLabel).
+	Label    uint32
+	LabelHex string
+	// InRegistry is false for two numeric ids the registry does not list: the label carries
+	// them anyway (the registry grows), and a ScitagPolicy reports IDsNotInRegistry.
+	InRegistry bool
+}
+
+// Resolve finds the tag of an experiment and an activity, each given as a name or a decimal id.
+// Names match case-insensitively and treat "_" and " " alike, so "atlas"/"Production_Output",
+// "ATLAS"/"production output" and "2"/"16" all resolve to the registry's 2.16.
+//
+// Two numeric ids the registry does not list are accepted when the flow label can carry them
+// (InRegistry false); ids it cannot carry fail with ErrOutOfRange. Anything else the registry
+// does not list fails with ErrNotInRegistry, whose message names what is missing (and, for an
+// activity, lists the experiment's activities).
+func (r *Registry) Resolve(experiment, activity string) (Resolved, error) {
+	tag, err := r.lookupRef(experiment, activity)
+	if err == nil {
+		return resolvedTag(tag, true), nil
+	}
+	// Atoi on the refs as given: " 7" is neither a registered name nor an id.
+	e, errE := strconv.Atoi(experiment)
+	a, errA := strconv.Atoi(activity)
+	if errE != nil || errA != nil {
+		return Resolved{}, err
+	}
+	if _, lerr := Label(e, a); lerr != nil {
+		return Resolved{}, lerr
+	}
+	return resolvedTag(Tag{ExperimentID: e, ActivityID: a}, false), nil
+}
+
+// ParseIDs reads an "exp.act" id pair such as "2.16" (ids only, no names) that the flow label
+// can carry. The tag has no names: look them up in a registry.
+func ParseIDs(s string) (Tag, error) {
+	e, a, ok := strings.Cut(s, ".")
+	var exp, act int
+	var err error
+	if ok {
+		exp, err = strconv.Atoi(e)
+		if err == nil {
+			act, err = strconv.Atoi(a)
+		}
+	}
+	if !ok || err != nil {
+		return Tag{}, fmt.Errorf("%q is not an \"experimentId.activityId\" pair such as \"2.16\"", s)
+	}
+	if _, err := Label(exp, act); err != nil {
+		return Tag{}, err
+	}
+	return Tag{ExperimentID: exp, ActivityID: act}, nil
+}
+
+func resolvedTag(t Tag, inRegistry bool) Resolved {
+	l := t.Label()
+	return Resolved{Tag: t, Label: l, LabelHex: FormatLabel(l), InRegistry: inRegistry}
+}
+
+// lookupRef finds a registered pair given each side as a name or a decimal id.
+func (r *Registry) lookupRef(experiment, activity string) (Tag, error) {
 	exp, err := r.findExperiment(experiment)
 	if err != nil {
 		return Tag{}, err
@@ -154,7 +217,7 @@ func (r *Registry) Resolve(experiment, activity string) (Tag, error) {
 	for _, a := range exp.Activities {
 		names = append(names, fmt.Sprintf("%q (%d)", a.Name, a.ID))
 	}
-	return Tag{}, fmt.Errorf("experiment %q has no activity %q; it has %s", exp.Name, activity, strings.Join(names, ", "))
+	return Tag{}, &kindError{ErrNotInRegistry, fmt.Sprintf("experiment %q has no activity %q; it has %s", exp.Name, activity, strings.Join(names, ", "))}
 }
 
 func (r *Registry) findExperiment(ref string) (Experiment, error) {
@@ -163,7 +226,7 @@ func (r *Registry) findExperiment(ref string) (Experiment, error) {
 			return e, nil
 		}
 	}
-	return Experiment{}, fmt.Errorf("experiment %q is not in the scitags registry (version %d, modified %s)", ref, r.Version, r.Modified)
+	return Experiment{}, &kindError{ErrNotInRegistry, fmt.Sprintf("experiment %q is not in the scitags registry (version %d, modified %s)", ref, r.Version, r.Modified)}
 }
 
 func matches(ref, name string, id int) bool {

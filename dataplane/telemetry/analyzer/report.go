@@ -13,7 +13,7 @@ import (
 )
 
 // UnknownTag names traffic without a tag, or with a label that lacks the second signal.
-const UnknownTag = "unknown"
+const UnknownTag = report.UnknownTag
 
 // FlowRate is one (source, destination, tag) estimate, the body of GET /v1/flows.
 type FlowRate struct {
