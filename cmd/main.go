@@ -22,6 +22,8 @@ import (
 
 	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
 	"github.com/scitunnel/scitunnel/controllers"
+	"github.com/scitunnel/scitunnel/controllers/telemetry"
+	"github.com/scitunnel/scitunnel/dataplane/contract"
 )
 
 var scheme = runtime.NewScheme()
@@ -56,8 +58,8 @@ func main() {
 	flag.DurationVar(&opts.CertificateDuration, "certificate-duration", 90*24*time.Hour, "Default lifetime of the leaf certificates the operator issues.")
 	flag.DurationVar(&opts.ThroughputInterval, "throughput-interval", 10*time.Second, "How often the proxies' reports are read into status while pods are ready.")
 	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "StreamTunnels reconciled in parallel.")
-	flag.IntVar(&statusPort, "dataplane-status-port", controllers.AdminPort, "Port of the proxy's /v1/status.")
-	flag.IntVar(&analyzerPort, "dataplane-analyzer-port", controllers.AnalyzerPort, "Port of the sFlow analyzer's /v1/tags.")
+	flag.IntVar(&statusPort, "dataplane-status-port", contract.AdminPort, "Port of the proxy's /v1/status.")
+	flag.IntVar(&analyzerPort, "dataplane-analyzer-port", contract.AnalyzerPort, "Port of the sFlow analyzer's /v1/tags.")
 	flag.Float64Var(&qps, "kube-api-qps", 50, "Requests per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 100, "Burst of requests to the API server.")
 	zapOpts := zap.Options{Development: false}
@@ -95,9 +97,9 @@ func main() {
 	}
 	setup := controllers.Setup{
 		Options: opts,
-		Reports: controllers.NewHTTPReports(statusPort, analyzerPort),
+		Reports: telemetry.NewHTTPReports(statusPort, analyzerPort),
 	}
-	if _, err := setup.Register(mgr); err != nil {
+	if err := setup.Register(mgr); err != nil {
 		log.Error(err, "unable to set up the controllers")
 		os.Exit(1)
 	}

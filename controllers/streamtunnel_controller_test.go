@@ -17,7 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
-	"github.com/scitunnel/scitunnel/controllers"
+	"github.com/scitunnel/scitunnel/controllers/certificates"
+	"github.com/scitunnel/scitunnel/controllers/internal/child"
 	"github.com/scitunnel/scitunnel/dataplane/config"
 )
 
@@ -106,7 +107,7 @@ var _ = Describe("StreamTunnel children", func() {
 		Expect(client.CheckSignatureFrom(caCert)).To(Succeed())
 		Expect(client.URIs).To(HaveLen(1))
 		Expect(client.URIs[0].String()).To(Equal("spiffe://test.scitunnel/ns/" + ns + "/streamtunnel/detector/bundle"))
-		var info controllers.BundleInfo
+		var info certificates.BundleInfo
 		Expect(json.Unmarshal(bundle.Data["bundle.json"], &info)).To(Succeed())
 		Expect(info.Ports).To(Equal([]int{5100, 5101, 5102}))
 		Expect(info.Address).To(Equal("detector." + ns + ".svc"))
@@ -121,7 +122,7 @@ var _ = Describe("StreamTunnel children", func() {
 		Expect(pod.NodeSelector).To(Equal(map[string]string{"dtn": "true"}))
 		Expect(pod.Tolerations).To(HaveLen(1))
 		Expect(d.Spec.Template.Labels).To(HaveKeyWithValue("team", "daq"))
-		Expect(d.Spec.Template.Annotations).To(HaveKey(controllers.AnnotationConfigHash))
+		Expect(d.Spec.Template.Annotations).To(HaveKey(child.AnnotationConfigHash))
 		Expect(pod.SecurityContext.SeccompProfile.Type).To(Equal(corev1.SeccompProfileTypeRuntimeDefault))
 		Expect(pod.SecurityContext.Sysctls).To(ContainElement(corev1.Sysctl{Name: "net.ipv6.flowlabel_reflect", Value: "1"}))
 		Expect(pod.Containers).To(HaveLen(2))
@@ -219,7 +220,7 @@ var _ = Describe("StreamTunnel children", func() {
 			g.Expect(t.Status.Endpoints).To(ContainElements(
 				scitunnelv1.TunnelEndpoint{Type: "NodePort", Address: "*", Ports: []int32{nodePort}},
 				scitunnelv1.TunnelEndpoint{Type: "LoadBalancer", Address: "192.0.2.10", Ports: []int32{5100}}))
-			var info controllers.BundleInfo
+			var info certificates.BundleInfo
 			g.Expect(json.Unmarshal(secret(g, ns, "edge-bundle").Data["bundle.json"], &info)).To(Succeed())
 			g.Expect(info.Address).To(Equal("192.0.2.10"))
 		})
@@ -271,7 +272,7 @@ var _ = Describe("StreamTunnel children", func() {
 		Expect(k8sClient.Create(ctx, t)).To(Succeed())
 		var d appsv1.Deployment
 		Eventually(func() error { return k8sClient.Get(ctx, key(t), &d) }, timeout, interval).Should(Succeed())
-		hash := d.Spec.Template.Annotations[controllers.AnnotationConfigHash]
+		hash := d.Spec.Template.Annotations[child.AnnotationConfigHash]
 
 		scale := &autoscalingv1.Scale{}
 		Expect(k8sClient.SubResource("scale").Get(ctx, t, scale)).To(Succeed())
@@ -289,7 +290,7 @@ var _ = Describe("StreamTunnel children", func() {
 		}, timeout, interval).Should(Succeed())
 		Eventually(func(g Gomega) {
 			g.Expect(k8sClient.Get(ctx, key(t), &d)).To(Succeed())
-			g.Expect(d.Spec.Template.Annotations[controllers.AnnotationConfigHash]).NotTo(Equal(hash))
+			g.Expect(d.Spec.Template.Annotations[child.AnnotationConfigHash]).NotTo(Equal(hash))
 			var svc corev1.Service
 			g.Expect(k8sClient.Get(ctx, key(t), &svc)).To(Succeed())
 			g.Expect(svc.Spec.Ports).To(HaveLen(2))
@@ -341,7 +342,7 @@ var _ = Describe("Same-cluster pairing", func() {
 			g.Expect(leaf.CheckSignatureFrom(caCert)).To(Succeed())
 			g.Expect(leaf.ExtKeyUsage).To(Equal([]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}))
 			g.Expect(leaf.URIs[0].String()).To(Equal("spiffe://test.scitunnel/ns/" + consumerNS + "/streamtunnel/consumer"))
-			g.Expect(tls.Labels).To(HaveKeyWithValue(controllers.LabelIssuerUID, string(in.UID)))
+			g.Expect(tls.Labels).To(HaveKeyWithValue(child.LabelIssuerUID, string(in.UID)))
 			ownedBy(g, tls, out)
 		}, timeout, interval).Should(Succeed())
 
@@ -377,7 +378,7 @@ var _ = Describe("Same-cluster pairing", func() {
 
 		By("deleting the Inbound removes the certificates issued from its CA in other namespaces (finalizer)")
 		Expect(k8sClient.Get(ctx, key(in), in)).To(Succeed())
-		Expect(in.Finalizers).To(ContainElement(controllers.Finalizer))
+		Expect(in.Finalizers).To(ContainElement(child.Finalizer))
 		Expect(k8sClient.Delete(ctx, in)).To(Succeed())
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, key(in), &scitunnelv1.StreamTunnel{}))

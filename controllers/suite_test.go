@@ -27,6 +27,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/scitunnel/scitunnel/controllers"
+	"github.com/scitunnel/scitunnel/controllers/telemetry"
 	"github.com/scitunnel/scitunnel/dataplane/report"
 	"github.com/scitunnel/scitunnel/test/envtest/testenv"
 )
@@ -48,7 +49,7 @@ var (
 	mgrDone    chan struct{}
 	fakeClock  *clocktesting.FakePassiveClock
 	dataPlane  *fakeDataPlane
-	reportsAPI *controllers.HTTPReports
+	reportsAPI *telemetry.HTTPReports
 )
 
 func TestControllers(t *testing.T) {
@@ -68,7 +69,7 @@ var _ = BeforeSuite(func() {
 
 	fakeClock = clocktesting.NewFakePassiveClock(time.Now())
 	dataPlane = newFakeDataPlane()
-	reportsAPI = controllers.NewHTTPReports(dataPlane.statusPort, dataPlane.tagsPort)
+	reportsAPI = telemetry.NewHTTPReports(dataPlane.statusPort, dataPlane.tagsPort)
 	startManager()
 })
 
@@ -92,7 +93,7 @@ func startManager() {
 		Controller: config.Controller{SkipNameValidation: &skipNameValidation},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	_, err = controllers.Setup{
+	err = controllers.Setup{
 		Options: controllers.Options{
 			DataPlaneImage:     "scitunnel-dataplane:test",
 			ThroughputInterval: time.Second,

@@ -1,4 +1,4 @@
-package controllers
+package tunnel
 
 import (
 	"context"
@@ -11,10 +11,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
+	"github.com/scitunnel/scitunnel/controllers/internal/child"
+	"github.com/scitunnel/scitunnel/controllers/internal/tagpolicy"
 	"github.com/scitunnel/scitunnel/dataplane/config"
 	"github.com/scitunnel/scitunnel/dataplane/scitag"
 )
@@ -36,58 +37,9 @@ func defaultRegistryJSON() []byte {
 	return snapshotJSON
 }
 
-// policySelector returns a policy's tunnel selector; an unset or empty selector selects nothing
-// (matching every tunnel of a namespace by default would surprise).
-func policySelector(p *scitunnelv1.ScitagPolicy) (labels.Selector, bool) {
-	ls := p.Spec.TunnelSelector
-	if ls == nil || (len(ls.MatchLabels) == 0 && len(ls.MatchExpressions) == 0) {
-		return nil, false
-	}
-	sel, err := metav1.LabelSelectorAsSelector(ls)
-	if err != nil {
-		return nil, false
-	}
-	return sel, true
-}
-
-// policyOlder orders policies oldest first (then by name): the oldest wins a conflict, so adding
-// a policy never re-tags flows that are already running.
-func policyOlder(a, b *scitunnelv1.ScitagPolicy) int {
-	if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
-		return c
-	}
-	if a.Name < b.Name {
-		return -1
-	}
-	if a.Name > b.Name {
-		return 1
-	}
-	return 0
-}
-
-// selectingPolicies lists the policies of t's namespace whose selector matches t, oldest first.
-func selectingPolicies(ctx context.Context, c client.Reader, t *scitunnelv1.StreamTunnel) ([]*scitunnelv1.ScitagPolicy, error) {
-	var list scitunnelv1.ScitagPolicyList
-	if err := c.List(ctx, &list, client.InNamespace(t.Namespace)); err != nil {
-		return nil, err
-	}
-	var out []*scitunnelv1.ScitagPolicy
-	for i := range list.Items {
-		p := &list.Items[i]
-		if !p.DeletionTimestamp.IsZero() {
-			continue
-		}
-		if sel, ok := policySelector(p); ok && sel.Matches(labels.Set(t.Labels)) {
-			out = append(out, p)
-		}
-	}
-	slices.SortFunc(out, policyOlder)
-	return out, nil
-}
-
 // reconcileScitag resolves the tunnel's tag: inline names/ids, the policy it names, or the
 // oldest policy whose selector matches it.
-func (r *StreamTunnelReconciler) reconcileScitag(ctx context.Context, s *tunnelScope) error {
+func (r *Reconciler) reconcileScitag(ctx context.Context, s *scope) error {
 	t := s.tunnel
 	s.registryJSON = defaultRegistryJSON()
 	prev := t.Status.Scitag
@@ -109,35 +61,9 @@ func (r *StreamTunnelReconciler) reconcileScitag(ctx context.Context, s *tunnelS
 		return nil
 	}
 
-	var policy *scitunnelv1.ScitagPolicy
-	if sc := t.Spec.Scitag; sc != nil && sc.PolicyRef != nil {
-		policy = &scitunnelv1.ScitagPolicy{}
-		if err := r.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: sc.PolicyRef.Name}, policy); err != nil {
-			if !apierrors.IsNotFound(err) {
-				return err
-			}
-			notTagged(metav1.ConditionFalse, "PolicyNotFound",
-				fmt.Sprintf("ScitagPolicy %q named in spec.scitag.policyRef does not exist yet; flows are untagged until it does", sc.PolicyRef.Name))
-			return nil
-		}
-	} else {
-		matching, err := selectingPolicies(ctx, r.Client, t)
-		if err != nil {
-			return err
-		}
-		if len(matching) == 0 {
-			notTagged(metav1.ConditionFalse, "NotTagged", "no scitag: set spec.scitag or label the tunnel for a ScitagPolicy's tunnelSelector")
-			return nil
-		}
-		policy = matching[0]
-		if len(matching) > 1 {
-			names := make([]string, 0, len(matching)-1)
-			for _, p := range matching[1:] {
-				names = append(names, p.Name)
-			}
-			s.degrade("PolicyConflict", fmt.Sprintf("ScitagPolicies %q and %v all select this tunnel; the oldest, %q, applies: narrow their tunnelSelectors or use spec.scitag.policyRef",
-				policy.Name, names, policy.Name))
-		}
+	policy, err := r.findPolicy(ctx, s)
+	if err != nil || policy == nil {
+		return err
 	}
 
 	source := "ScitagPolicy/" + policy.Name
@@ -175,7 +101,7 @@ func (r *StreamTunnelReconciler) reconcileScitag(ctx context.Context, s *tunnelS
 
 	// The proxies name tags with the registry the policy resolved against.
 	if reg := policy.Spec.Registry; reg != nil {
-		cmName, key := registryConfigMapName(policy), "api.json"
+		cmName, key := child.RegistryConfigMapName(policy), "api.json"
 		if reg.ConfigMapRef != nil {
 			cmName = reg.ConfigMapRef.Name
 			if reg.ConfigMapRef.Key != "" {
@@ -190,6 +116,44 @@ func (r *StreamTunnelReconciler) reconcileScitag(ctx context.Context, s *tunnelS
 		}
 	}
 	return nil
+}
+
+// findPolicy finds the policy that tags the tunnel: the one it names, or the oldest whose
+// selector matches it (a conflict the user should resolve). nil: none, and the phase has said
+// why the tunnel is not tagged.
+func (r *Reconciler) findPolicy(ctx context.Context, s *scope) (*scitunnelv1.ScitagPolicy, error) {
+	t := s.tunnel
+	if sc := t.Spec.Scitag; sc != nil && sc.PolicyRef != nil {
+		policy := &scitunnelv1.ScitagPolicy{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: sc.PolicyRef.Name}, policy); err != nil {
+			if !apierrors.IsNotFound(err) {
+				return nil, err
+			}
+			s.set(scitunnelv1.ConditionFlowLabelApplied, metav1.ConditionFalse, "PolicyNotFound",
+				fmt.Sprintf("ScitagPolicy %q named in spec.scitag.policyRef does not exist yet; flows are untagged until it does", sc.PolicyRef.Name))
+			return nil, nil
+		}
+		return policy, nil
+	}
+	var list scitunnelv1.ScitagPolicyList
+	if err := r.List(ctx, &list, client.InNamespace(t.Namespace)); err != nil {
+		return nil, err
+	}
+	matching := tagpolicy.Selecting(list.Items, t)
+	if len(matching) == 0 {
+		s.set(scitunnelv1.ConditionFlowLabelApplied, metav1.ConditionFalse, "NotTagged", "no scitag: set spec.scitag or label the tunnel for a ScitagPolicy's tunnelSelector")
+		return nil, nil
+	}
+	policy := matching[0]
+	if len(matching) > 1 {
+		names := make([]string, 0, len(matching)-1)
+		for _, p := range matching[1:] {
+			names = append(names, p.Name)
+		}
+		s.degrade("PolicyConflict", fmt.Sprintf("ScitagPolicies %q and %v all select this tunnel; the oldest, %q, applies: narrow their tunnelSelectors or use spec.scitag.policyRef",
+			policy.Name, names, policy.Name))
+	}
+	return policy, nil
 }
 
 // resolveInline resolves inline names or ids against the compiled-in registry (scitag's

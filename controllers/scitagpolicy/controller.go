@@ -1,4 +1,8 @@
-package controllers
+// Package scitagpolicy is the ScitagPolicy controller: it resolves a policy's experiment and
+// activity against its registry (compiled in, a ConfigMap, or a URL it fetches), computes the
+// flow label, and reports which tunnels it tags and whether another policy competes for them.
+// Tunnels pick up the result through the tunnel controller's watch on policies.
+package scitagpolicy
 
 import (
 	"context"
@@ -14,7 +18,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -23,17 +26,25 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"cmp"
+
 	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
+	"github.com/scitunnel/scitunnel/controllers/internal/child"
+	"github.com/scitunnel/scitunnel/controllers/internal/conditions"
+	"github.com/scitunnel/scitunnel/controllers/internal/indexes"
+	"github.com/scitunnel/scitunnel/controllers/internal/ssa"
+	"github.com/scitunnel/scitunnel/controllers/internal/tagpolicy"
+	"github.com/scitunnel/scitunnel/controllers/internal/watch"
 	"github.com/scitunnel/scitunnel/dataplane/scitag"
+	"k8s.io/utils/ptr"
 )
 
-// ScitagPolicyReconciler resolves a policy's experiment/activity against its registry,
+// Reconciler resolves a policy's experiment/activity against its registry,
 // computes the flow label, and reports which tunnels it tags and whether another policy
 // competes for them. Tunnels pick up the result through their watch on policies.
-type ScitagPolicyReconciler struct {
+type Reconciler struct {
 	client.Client
 	Recorder events.EventRecorder
 	// HTTPClient fetches registry URLs; nil means a client with a 15 s timeout.
@@ -41,7 +52,7 @@ type ScitagPolicyReconciler struct {
 	Clock      clock.PassiveClock
 
 	fetcher *registryFetcher
-	applied appliedCache
+	applier *ssa.Applier
 }
 
 // +kubebuilder:rbac:groups=scitunnel.io,resources=scitagpolicies,verbs=get;list;watch;update;patch
@@ -57,7 +68,7 @@ type loadedRegistry struct {
 }
 
 // Reconcile is one pass over a ScitagPolicy.
-func (r *ScitagPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	p := &scitunnelv1.ScitagPolicy{}
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -69,7 +80,7 @@ func (r *ScitagPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	orig := p.DeepCopy()
 	conds := map[string]metav1.Condition{}
 	set := func(typ string, st metav1.ConditionStatus, reason, msg string) {
-		conds[typ] = metav1.Condition{Type: typ, Status: st, Reason: reason, Message: truncate(msg, 1000), ObservedGeneration: p.Generation}
+		conds[typ] = metav1.Condition{Type: typ, Status: st, Reason: reason, Message: conditions.Truncate(msg, conditions.MaxMessage), ObservedGeneration: p.Generation}
 	}
 	var requeue time.Duration
 	defer func() {
@@ -125,7 +136,7 @@ func (r *ScitagPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 // loadRegistry reads the policy's registry source. When the source fails, it falls back to
 // the last good copy (URL) or the compiled-in snapshot, and RegistrySynced says so.
-func (r *ScitagPolicyReconciler) loadRegistry(ctx context.Context, p *scitunnelv1.ScitagPolicy, now time.Time,
+func (r *Reconciler) loadRegistry(ctx context.Context, p *scitunnelv1.ScitagPolicy, now time.Time,
 	set func(string, metav1.ConditionStatus, string, string)) (loadedRegistry, bool, error) {
 	embedded := loadedRegistry{registry: scitag.Default(), source: scitag.SnapshotSource}
 	src := p.Spec.Registry
@@ -158,7 +169,7 @@ func (r *ScitagPolicyReconciler) loadRegistry(ctx context.Context, p *scitunnelv
 
 	default:
 		ref := src.ConfigMapRef
-		key := orDefault(ref.Key, "api.json")
+		key := cmp.Or(ref.Key, "api.json")
 		var cm corev1.ConfigMap
 		if err := r.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: ref.Name}, &cm); err != nil {
 			if !apierrors.IsNotFound(err) {
@@ -186,15 +197,15 @@ func (r *ScitagPolicyReconciler) loadRegistry(ctx context.Context, p *scitunnelv
 
 // applyRegistryConfigMap keeps "<policy>-registry" with the fetched document, so the proxies of
 // the tunnels it tags name flows with the same registry.
-func (r *ScitagPolicyReconciler) applyRegistryConfigMap(ctx context.Context, p *scitunnelv1.ScitagPolicy, raw []byte) error {
-	ac := corev1ac.ConfigMap(registryConfigMapName(p), p.Namespace).
-		WithLabels(map[string]string{LabelManagedBy: ManagedByValue, LabelPolicy: p.Name}).
+func (r *Reconciler) applyRegistryConfigMap(ctx context.Context, p *scitunnelv1.ScitagPolicy, raw []byte) error {
+	ac := corev1ac.ConfigMap(child.RegistryConfigMapName(p), p.Namespace).
+		WithLabels(map[string]string{child.LabelManagedBy: child.ManagedByValue, child.LabelPolicy: p.Name}).
 		WithOwnerReferences(metav1ac.OwnerReference().
 			WithAPIVersion(scitunnelv1.GroupVersion.String()).WithKind("ScitagPolicy").
 			WithName(p.Name).WithUID(p.UID).WithController(true).WithBlockOwnerDeletion(true)).
 		WithData(map[string]string{"api.json": string(raw)})
 	cur := &corev1.ConfigMap{}
-	found, err := getCached(ctx, r.Client, client.ObjectKey{Namespace: p.Namespace, Name: registryConfigMapName(p)}, cur)
+	found, err := ssa.Get(ctx, r.Client, client.ObjectKey{Namespace: p.Namespace, Name: child.RegistryConfigMapName(p)}, cur)
 	if err != nil {
 		return err
 	}
@@ -202,12 +213,12 @@ func (r *ScitagPolicyReconciler) applyRegistryConfigMap(ctx context.Context, p *
 	if found {
 		current = cur
 	}
-	_, err = applyWith(ctx, r.Client, &r.applied, current, ac, nil)
+	_, err = r.applier.Apply(ctx, current, ac, nil)
 	return err
 }
 
 // resolve turns experiment/activity names or ids into ids and the flow label.
-func (r *ScitagPolicyReconciler) resolve(p *scitunnelv1.ScitagPolicy, reg *scitag.Registry, set func(string, metav1.ConditionStatus, string, string)) {
+func (r *Reconciler) resolve(p *scitunnelv1.ScitagPolicy, reg *scitag.Registry, set func(string, metav1.ConditionStatus, string, string)) {
 	tag, err := reg.Resolve(string(p.Spec.Experiment), string(p.Spec.Activity))
 	if err != nil {
 		clearResolved(p)
@@ -224,11 +235,11 @@ func (r *ScitagPolicyReconciler) resolve(p *scitunnelv1.ScitagPolicy, reg *scita
 		msg = fmt.Sprintf("ids %d.%d are not in the registry (%s); the label carries them anyway", tag.ExperimentID, tag.ActivityID, p.Status.Registry.Source)
 	}
 	p.Status.Tag = tag.String()
-	p.Status.ExperimentID = ptr(int32(tag.ExperimentID))
-	p.Status.ActivityID = ptr(int32(tag.ActivityID))
+	p.Status.ExperimentID = ptr.To(int32(tag.ExperimentID))
+	p.Status.ActivityID = ptr.To(int32(tag.ActivityID))
 	p.Status.ExperimentName = tag.ExperimentName
 	p.Status.ActivityName = tag.ActivityName
-	p.Status.FlowLabel = ptr(int32(tag.Label))
+	p.Status.FlowLabel = ptr.To(int32(tag.Label))
 	p.Status.FlowLabelHex = tag.LabelHex
 	p.Status.Mask = int32(scitag.Mask)
 	if msg == "" {
@@ -246,9 +257,9 @@ func clearResolved(p *scitunnelv1.ScitagPolicy) {
 // reportTunnels counts the tunnels this policy tags and detects competing policies: a tunnel
 // with an inline tag or a policyRef is decided by its own spec; a tunnel matched only by
 // selectors goes to the oldest selecting policy, and every selecting policy reports Conflict.
-func (r *ScitagPolicyReconciler) reportTunnels(ctx context.Context, p *scitunnelv1.ScitagPolicy, set func(string, metav1.ConditionStatus, string, string)) error {
+func (r *Reconciler) reportTunnels(ctx context.Context, p *scitunnelv1.ScitagPolicy, set func(string, metav1.ConditionStatus, string, string)) error {
 	var named scitunnelv1.StreamTunnelList
-	if err := r.List(ctx, &named, client.InNamespace(p.Namespace), client.MatchingFields{IndexPolicyRef: p.Name}); err != nil {
+	if err := r.List(ctx, &named, client.InNamespace(p.Namespace), client.MatchingFields{indexes.PolicyRef: p.Name}); err != nil {
 		return err
 	}
 	tagged := map[string]bool{}
@@ -256,7 +267,7 @@ func (r *ScitagPolicyReconciler) reportTunnels(ctx context.Context, p *scitunnel
 		tagged[t.Name] = true
 	}
 	var conflicts []string
-	if sel, ok := policySelector(p); ok {
+	if sel, ok := tagpolicy.Selector(p); ok {
 		var selected scitunnelv1.StreamTunnelList
 		if err := r.List(ctx, &selected, client.InNamespace(p.Namespace), client.MatchingLabelsSelector{Selector: sel}); err != nil {
 			return err
@@ -270,23 +281,21 @@ func (r *ScitagPolicyReconciler) reportTunnels(ctx context.Context, p *scitunnel
 			if t.Spec.Scitag != nil {
 				continue // its own spec decides
 			}
-			winner, rivals := p, []string{}
-			for j := range policies.Items {
-				q := &policies.Items[j]
-				if q.Name == p.Name || !q.DeletionTimestamp.IsZero() {
-					continue
-				}
-				if qs, ok := policySelector(q); ok && qs.Matches(labels.Set(t.Labels)) {
+			selecting := tagpolicy.Selecting(policies.Items, t)
+			if len(selecting) == 0 {
+				continue // p is being deleted
+			}
+			winner := selecting[0]
+			var rivals []string
+			for _, q := range selecting {
+				if q.Name != p.Name {
 					rivals = append(rivals, q.Name)
-					if policyOlder(q, winner) < 0 {
-						winner = q
-					}
 				}
 			}
 			if len(rivals) > 0 {
 				conflicts = append(conflicts, fmt.Sprintf("tunnel %s is also selected by %s (%s applies)", t.Name, strings.Join(rivals, ", "), winner.Name))
 			}
-			if winner == p {
+			if winner.Name == p.Name {
 				tagged[t.Name] = true
 			}
 		}
@@ -311,24 +320,19 @@ func (r *ScitagPolicyReconciler) reportTunnels(ctx context.Context, p *scitunnel
 	return nil
 }
 
-func (r *ScitagPolicyReconciler) announce(p *scitunnelv1.ScitagPolicy, before *scitunnelv1.ScitagPolicyStatus) {
-	for _, typ := range []string{scitunnelv1.ConditionResolved, scitunnelv1.ConditionConflict, scitunnelv1.ConditionRegistrySynced} {
-		now := meta.FindStatusCondition(p.Status.Conditions, typ)
-		old := meta.FindStatusCondition(before.Conditions, typ)
-		if now == nil || (old != nil && old.Status == now.Status && old.Reason == now.Reason) {
-			continue
-		}
-		kind := corev1.EventTypeNormal
-		conflict := typ == scitunnelv1.ConditionConflict
-		if (conflict && now.Status == metav1.ConditionTrue) || (!conflict && now.Status == metav1.ConditionFalse) {
-			kind = corev1.EventTypeWarning
-		}
-		r.Recorder.Eventf(p, nil, kind, now.Reason, typ, "%s", now.Message)
-	}
+func (r *Reconciler) announce(p *scitunnelv1.ScitagPolicy, before *scitunnelv1.ScitagPolicyStatus) {
+	conditions.Announce(r.Recorder, p, before.Conditions, p.Status.Conditions,
+		[]string{scitunnelv1.ConditionResolved, scitunnelv1.ConditionConflict, scitunnelv1.ConditionRegistrySynced},
+		func(typ string, now metav1.Condition, _ *metav1.Condition) bool {
+			if typ == scitunnelv1.ConditionConflict {
+				return now.Status == metav1.ConditionTrue
+			}
+			return now.Status == metav1.ConditionFalse
+		})
 }
 
 // SetupWithManager registers the controller. SetupIndexes must have run (Setup does both).
-func (r *ScitagPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
@@ -336,45 +340,34 @@ func (r *ScitagPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Recorder = mgr.GetEventRecorder("scitagpolicy-controller")
 	}
 	r.fetcher = newRegistryFetcher(r.HTTPClient)
-	specOrMeta := predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{})
+	r.applier = &ssa.Applier{Client: r.Client, Owner: child.FieldOwner}
+	specOrMeta := watch.SpecOrMeta()
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&scitunnelv1.ScitagPolicy{}, builder.WithPredicates(specOrMeta)).
 		Owns(&corev1.ConfigMap{}).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.configMapToPolicies)).
-		Watches(&scitunnelv1.StreamTunnel{}, handler.EnqueueRequestsFromMapFunc(r.tunnelToPolicies), builder.WithPredicates(tunnelMembershipChanged)).
+		Watches(&scitunnelv1.StreamTunnel{}, handler.EnqueueRequestsFromMapFunc(r.tunnelToPolicies), builder.WithPredicates(watch.PeerChanged)).
 		// A policy's status feeds its rivals' Conflict conditions.
 		Watches(&scitunnelv1.ScitagPolicy{}, handler.EnqueueRequestsFromMapFunc(r.rivalPolicies), builder.WithPredicates(specOrMeta)).
 		Named("scitagpolicy").
 		Complete(r)
 }
 
-func (r *ScitagPolicyReconciler) configMapToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
-	var ps scitunnelv1.ScitagPolicyList
-	if err := r.List(ctx, &ps, client.InNamespace(o.GetNamespace()), client.MatchingFields{IndexRegistryConfigMap: o.GetName()}); err != nil {
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(ps.Items))
-	for _, p := range ps.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
-	}
+// configMapToPolicies: a registry ConfigMap's change reaches the policies that read it.
+func (r *Reconciler) configMapToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
+	reqs, _ := indexes.Requests(ctx, r.Client, &scitunnelv1.ScitagPolicyList{}, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexes.RegistryConfigMap: o.GetName()})
 	return reqs
 }
 
 // tunnelToPolicies re-evaluates the policies of a tunnel's namespace when it comes, goes or
 // changes labels; there are few policies per namespace.
-func (r *ScitagPolicyReconciler) tunnelToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
-	var ps scitunnelv1.ScitagPolicyList
-	if err := r.List(ctx, &ps, client.InNamespace(o.GetNamespace())); err != nil {
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(ps.Items))
-	for _, p := range ps.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
-	}
+func (r *Reconciler) tunnelToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
+	reqs, _ := indexes.Requests(ctx, r.Client, &scitunnelv1.ScitagPolicyList{}, client.InNamespace(o.GetNamespace()))
 	return reqs
 }
 
-func (r *ScitagPolicyReconciler) rivalPolicies(ctx context.Context, o client.Object) []reconcile.Request {
+// rivalPolicies: a policy's status feeds its rivals' Conflict conditions.
+func (r *Reconciler) rivalPolicies(ctx context.Context, o client.Object) []reconcile.Request {
 	reqs := r.tunnelToPolicies(ctx, o)
 	return slices.DeleteFunc(reqs, func(q reconcile.Request) bool { return q.Name == o.GetName() })
 }
