@@ -36,6 +36,7 @@ HELM_VERSION ?= v3.22.0
 # v5.8.3 cannot be installed here: it needs go >= 1.27 and a k8s.io/kube-openapi version the module
 # proxy refuses (403). v5.8.2 is the newest that builds with Go 1.26.
 KUSTOMIZE_VERSION ?= v5.8.2
+GOLANGCI_LINT_VERSION ?= v2.15.0
 K8S_VERSION ?= 1.37.2
 ETCD_VERSION ?= 3.6.16
 COREDNS_VERSION ?= 1.15.0
@@ -44,6 +45,7 @@ COREDNS_VERSION ?= 1.15.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
 ## Kubernetes binaries built from source (hack/k8s-binaries.sh). envtest reads KUBEBUILDER_ASSETS.
 K8S_BIN_DIR ?= $(LOCALBIN)/k8s/$(K8S_VERSION)-$(GOOS)-$(GOARCH)
@@ -83,7 +85,7 @@ GO_TEST_FLAGS ?= -count=1 -p 1 -timeout 30m
 GO_TEST_EXCLUDE ?= /test/e2e
 
 ## `make test` phases, run in this order. Sections append with +=.
-TEST_PHASES_STATIC := verify-fmt verify-generated vet
+TEST_PHASES_STATIC := verify-fmt verify-generated vet lint
 TEST_PHASES_GO := test-go
 TEST_PHASES_FUZZ :=
 TEST_PHASES_E2E := test-cluster
@@ -122,6 +124,14 @@ fmt: ## Run go fmt over the module.
 .PHONY: vet
 vet: ## Run go vet over the module.
 	go vet ./...
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml: kubebuilder's linters, function length and complexity bounds).
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: lint-fix
+lint-fix: $(GOLANGCI_LINT) ## Run golangci-lint and apply the fixes it can make (formatting, imports, some linters).
+	$(GOLANGCI_LINT) run --fix ./...
 
 .PHONY: verify-fmt
 verify-fmt: ## Fail if a tracked or new Go file is not gofmt-ed.
@@ -227,11 +237,12 @@ cluster-check-clean: ## Fail if anything of the local cluster is left on the hos
 
 ##@ Tools
 
-.PHONY: controller-gen helm kustomize tools
-tools: controller-gen helm kustomize ## Install every pinned tool into bin/.
+.PHONY: controller-gen helm kustomize golangci-lint tools
+tools: controller-gen helm kustomize golangci-lint ## Install every pinned tool into bin/.
 controller-gen: $(CONTROLLER_GEN) ## Install controller-gen into bin/.
 helm: $(HELM) ## Install helm into bin/.
 kustomize: $(KUSTOMIZE) ## Install kustomize into bin/.
+golangci-lint: $(GOLANGCI_LINT) ## Install golangci-lint into bin/.
 
 $(CONTROLLER_GEN):
 	$(call go-install-tool,controller-gen,sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
@@ -239,6 +250,8 @@ $(HELM):
 	$(call go-install-tool,helm,helm.sh/helm/v3/cmd/helm,$(HELM_VERSION),-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION))
 $(KUSTOMIZE):
 	$(call go-install-tool,kustomize,sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+$(GOLANGCI_LINT):
+	$(call go-install-tool,golangci-lint,github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
 
 # go-install-tool NAME,PACKAGE,VERSION[,LDFLAGS]: `go install` into a temporary GOBIN, move the
 # binary to bin/NAME-VERSION (atomic: an interrupted install leaves nothing half-written) and
