@@ -4,19 +4,18 @@
 # (bin/<tool>-<version>), Kubernetes binaries (bin/k8s/<version>-<os>-<arch>/), image tarballs
 # (bin/images/), the local cluster's state (bin/cluster/).
 #
-# Adding your targets: append a section at the END of this file, delimited like
-#
-#   ##@ Sflow (owner: sFlow engineer)
-#   # ---- begin sflow ----
-#   fuzz-short: ## run each fuzz target for a few seconds
-#   	...
-#   TEST_PHASES_FUZZ += fuzz-short
-#   # ---- end sflow ----
+# Layout: variables and pins, then the general groups (development, build, test, images, local
+# cluster, tools), then one group per part of the project (operator; Helm chart, e2e and demo;
+# data plane; sFlow sidecar), each holding that part's variables and targets. A new target goes
+# in the group of what it works on; `##@ Title` starts a `make help` group, and `## text` after a
+# target name is its `make help` line.
 #
 # `make test` runs the TEST_PHASES_* lists below in order (static checks, go test, fuzz, e2e,
-# benchmarks);
-# add your phase to the right list with `+=` in your section. `## text` after a target name is
-# its `make help` line; `##@ Title` starts a help group.
+# benchmarks); a group adds its targets to the right list with `+=`, next to the target, e.g.
+#
+#   fuzz-short: ## Fuzz the sFlow decoder for a bounded time.
+#   	...
+#   TEST_PHASES_FUZZ += fuzz-short
 
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
@@ -36,6 +35,7 @@ HELM_VERSION ?= v3.22.0
 # v5.8.3 cannot be installed here: it needs go >= 1.27 and a k8s.io/kube-openapi version the module
 # proxy refuses (403). v5.8.2 is the newest that builds with Go 1.26.
 KUSTOMIZE_VERSION ?= v5.8.2
+GOLANGCI_LINT_VERSION ?= v2.15.0
 K8S_VERSION ?= 1.37.2
 ETCD_VERSION ?= 3.6.16
 COREDNS_VERSION ?= 1.15.0
@@ -44,6 +44,7 @@ COREDNS_VERSION ?= 1.15.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
 ## Kubernetes binaries built from source (hack/k8s-binaries.sh). envtest reads KUBEBUILDER_ASSETS.
 K8S_BIN_DIR ?= $(LOCALBIN)/k8s/$(K8S_VERSION)-$(GOOS)-$(GOARCH)
@@ -82,8 +83,8 @@ GO_TEST_FLAGS ?= -count=1 -p 1 -timeout 30m
 # Packages `make test-go` leaves out (they have their own phase).
 GO_TEST_EXCLUDE ?= /test/e2e
 
-## `make test` phases, run in this order. Sections append with +=.
-TEST_PHASES_STATIC := verify-fmt verify-generated vet
+## `make test` phases, run in this order. The groups below append with +=.
+TEST_PHASES_STATIC := verify-fmt verify-generated vet lint
 TEST_PHASES_GO := test-go
 TEST_PHASES_FUZZ :=
 TEST_PHASES_E2E := test-cluster
@@ -92,7 +93,7 @@ TEST_PHASES_E2E := test-cluster
 TEST_PHASES_BENCH :=
 
 ## `make verify-generated` runs GENERATORS, then fails if GENERATED_PATHS differ from git.
-## Sections that generate committed files (e.g. CRDs copied into the chart) add to both.
+## Targets that generate committed files (e.g. CRDs copied into the chart) add to both.
 GENERATORS := manifests generate
 GENERATED_PATHS := api config
 
@@ -122,6 +123,14 @@ fmt: ## Run go fmt over the module.
 .PHONY: vet
 vet: ## Run go vet over the module.
 	go vet ./...
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml: kubebuilder's linters, function length and complexity bounds).
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: lint-fix
+lint-fix: $(GOLANGCI_LINT) ## Run golangci-lint and apply the fixes it can make (formatting, imports, some linters).
+	$(GOLANGCI_LINT) run --fix ./...
 
 .PHONY: verify-fmt
 verify-fmt: ## Fail if a tracked or new Go file is not gofmt-ed.
@@ -227,11 +236,12 @@ cluster-check-clean: ## Fail if anything of the local cluster is left on the hos
 
 ##@ Tools
 
-.PHONY: controller-gen helm kustomize tools
-tools: controller-gen helm kustomize ## Install every pinned tool into bin/.
+.PHONY: controller-gen helm kustomize golangci-lint tools
+tools: controller-gen helm kustomize golangci-lint ## Install every pinned tool into bin/.
 controller-gen: $(CONTROLLER_GEN) ## Install controller-gen into bin/.
 helm: $(HELM) ## Install helm into bin/.
 kustomize: $(KUSTOMIZE) ## Install kustomize into bin/.
+golangci-lint: $(GOLANGCI_LINT) ## Install golangci-lint into bin/.
 
 $(CONTROLLER_GEN):
 	$(call go-install-tool,controller-gen,sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
@@ -239,6 +249,8 @@ $(HELM):
 	$(call go-install-tool,helm,helm.sh/helm/v3/cmd/helm,$(HELM_VERSION),-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION))
 $(KUSTOMIZE):
 	$(call go-install-tool,kustomize,sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+$(GOLANGCI_LINT):
+	$(call go-install-tool,golangci-lint,github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
 
 # go-install-tool NAME,PACKAGE,VERSION[,LDFLAGS]: `go install` into a temporary GOBIN, move the
 # binary to bin/NAME-VERSION (atomic: an interrupted install leaves nothing half-written) and
@@ -253,24 +265,20 @@ ln -sfn $(1)-$(3) $(LOCALBIN)/$(1)
 endef
 
 # ---------------------------------------------------------------------------------------------
-# Sections owned by other engineers go below this line, each between "# ---- begin X ----" and
-# "# ---- end X ----".
+# The parts of the project: their variables, targets and test phases.
 
-# ---- begin operator ----
-##@ Operator (api/, controllers/, test/envtest/)
+##@ Operator: API, reconcilers, envtest
 
 .PHONY: test-envtest
 test-envtest: envtest-binaries ## The operator's envtest suites: API validation table, printer columns, reconcilers.
 	go test ./test/envtest/ ./controllers/ -count=1
 
 .PHONY: bench-reconcile
-bench-reconcile: envtest-binaries ## Reconcile 1,000 StreamTunnels with the real manager on envtest; prints time and memory.
+bench-reconcile: envtest-binaries ## Reconcile 1,000 StreamTunnels with the real manager on envtest; prints time and memory, met or MISSED against the goals.
 	go test ./test/envtest/ -run '^$$' -bench BenchmarkReconcile1000 -benchtime=1x -timeout 20m
 TEST_PHASES_BENCH += bench-reconcile
-# ---- end operator ----
 
-# ---- begin release ----
-##@ Release: Helm chart, end-to-end tests, demo (owner: release engineer)
+##@ Helm chart, end-to-end tests, demo
 
 CHART_DIR ?= $(ROOT)/charts/scitunnel
 # The chart keeps verbatim copies of what controller-gen generates (CRDs) and of config/rbac's
@@ -328,10 +336,8 @@ test-demo: ## The README's `make demo` as a new user runs it, then `make demo-do
 	@DEMO_SECONDS=20 $(MAKE) --no-print-directory demo || { $(MAKE) --no-print-directory demo-down; exit 1; }
 	@$(MAKE) --no-print-directory demo-down
 TEST_PHASES_E2E += test-demo
-# ---- end release ----
 
-# ---- begin dataplane ----
-##@ Data plane: tunnel proxy (owner: data-plane engineer)
+##@ Data plane: tunnel proxy tests and throughput benchmark
 
 ## Flags for the benchmark driver, e.g. BENCH_TUNNEL_ARGS='-seconds 10 -streams 1,2,4'. By
 ## default every path is measured three times, interleaved, and the medians reported: single
@@ -339,7 +345,7 @@ TEST_PHASES_E2E += test-demo
 BENCH_TUNNEL_ARGS ?= -repeat 3
 
 .PHONY: bench-tunnel
-bench-tunnel: ## iperf3 through our TLS and TCP tunnel pairs vs stunnel4, haproxy, socat and direct (1 and 4 streams): Gbit/s, ratios, CPU s/Gbit, 1 KiB ping-pong latency. Needs iperf3 stunnel4 haproxy socat.
+bench-tunnel: ## iperf3 through our TLS and TCP tunnel pairs vs stunnel4, haproxy, socat and direct (1 and 4 streams): Gbit/s, ratios, CPU s/Gbit, 1 KiB ping-pong latency; goals met or MISSED. Needs iperf3 stunnel4 haproxy socat.
 	$(GO_BUILD_ENV) go build $(GO_BUILD_FLAGS) -o $(LOCALBIN)/scitunnel ./cmd/scitunnel
 	go run ./hack/bench/tunnel -scitunnel $(LOCALBIN)/scitunnel $(BENCH_TUNNEL_ARGS)
 TEST_PHASES_BENCH += bench-tunnel
@@ -347,10 +353,8 @@ TEST_PHASES_BENCH += bench-tunnel
 .PHONY: test-dataplane
 test-dataplane: ## The data plane's tests (proxy, flow-label dialer, CLI); as root they include the network-namespace wire tests.
 	go test $(GO_TEST_FLAGS) ./dataplane/config/ ./dataplane/contract/ ./dataplane/proxy/... ./dataplane/firefly/ ./cmd/scitunnel/
-# ---- end dataplane ----
 
-# ---- begin sflow ----
-##@ sFlow sidecar (dataplane/telemetry/...: sflow, sampler, analyzer; owner: telemetry engineer)
+##@ sFlow sidecar: fuzzing, decode rate, sampler cost
 
 # Per fuzz target, as a count of executions (about 20 s each on this 2-core machine): a duration makes Go 1.26's
 # fuzz coordinator race its own deadline and fail with a bare "context deadline exceeded" and no
@@ -376,4 +380,3 @@ bench-sflow: ## sFlow figures: decode+attribute samples/s on one core and x gofl
 
 TEST_PHASES_FUZZ += fuzz-short
 TEST_PHASES_BENCH += bench-sflow
-# ---- end sflow ----

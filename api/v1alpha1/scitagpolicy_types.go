@@ -191,5 +191,5 @@ type ScitagPolicyList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&ScitagPolicy{}, &ScitagPolicyList{})
+	register(&ScitagPolicy{}, &ScitagPolicyList{})
 }

@@ -642,5 +642,5 @@ type StreamTunnelList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&StreamTunnel{}, &StreamTunnelList{})
+	register(&StreamTunnel{}, &StreamTunnelList{})
 }

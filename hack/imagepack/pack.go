@@ -75,44 +75,48 @@ type entry struct {
 	data []byte
 }
 
-// Build assembles the image: one layer holding the files, the directories above them, a minimal
-// /etc/passwd and /etc/group (root and nonroot, so runAsNonRoot and user-name lookups work),
-// /tmp and nonroot's home.
-func Build(s Spec) (v1.Image, error) {
-	entries := map[string]*entry{}
-	dir := func(p string, mode int64, uid int) {
-		entries[p+"/"] = &entry{hdr: tar.Header{Typeflag: tar.TypeDir, Name: p + "/", Mode: mode, Uid: uid, Gid: uid}}
-	}
-	file := func(p string, mode int64, data []byte) error {
-		p = strings.TrimPrefix(path.Clean("/"+p), "/")
-		if p == "" || p == "." {
-			return fmt.Errorf("invalid destination path %q", p)
-		}
-		if _, dup := entries[p]; dup {
-			return fmt.Errorf("two files at /%s", p)
-		}
-		// Parent directories, root-owned 0755, like any image's.
-		for d := path.Dir(p); d != "."; d = path.Dir(d) {
-			if _, ok := entries[d+"/"]; !ok {
-				dir(d, 0o755, 0)
-			}
-		}
-		entries[p] = &entry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: p, Mode: mode, Size: int64(len(data))}, data: data}
-		return nil
-	}
+// entries are the layer's tar entries by name (directories end in "/").
+type entries map[string]*entry
 
+func (es entries) dir(p string, mode int64, uid int) {
+	es[p+"/"] = &entry{hdr: tar.Header{Typeflag: tar.TypeDir, Name: p + "/", Mode: mode, Uid: uid, Gid: uid}}
+}
+
+// file adds a regular file at p, and its parent directories, root-owned 0755, like any image's.
+func (es entries) file(p string, mode int64, data []byte) error {
+	p = strings.TrimPrefix(path.Clean("/"+p), "/")
+	if p == "" || p == "." {
+		return fmt.Errorf("invalid destination path %q", p)
+	}
+	if _, dup := es[p]; dup {
+		return fmt.Errorf("two files at /%s", p)
+	}
+	for d := path.Dir(p); d != "."; d = path.Dir(d) {
+		if _, ok := es[d+"/"]; !ok {
+			es.dir(d, 0o755, 0)
+		}
+	}
+	es[p] = &entry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: p, Mode: mode, Size: int64(len(data))}, data: data}
+	return nil
+}
+
+// layerEntries are the image's files, the directories above them, a minimal /etc/passwd and
+// /etc/group (root and nonroot, so runAsNonRoot and user-name lookups work), /tmp and nonroot's
+// home, and the CA bundle if the spec has one.
+func layerEntries(s Spec) (entries, error) {
+	es := entries{}
 	passwd := fmt.Sprintf("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:%d:%d:nonroot:/home/nonroot:/sbin/nologin\n", NonRootUID, NonRootUID)
 	group := fmt.Sprintf("root:x:0:\nnonroot:x:%d:\n", NonRootUID)
-	if err := file("etc/passwd", 0o644, []byte(passwd)); err != nil {
+	if err := es.file("etc/passwd", 0o644, []byte(passwd)); err != nil {
 		return nil, err
 	}
-	if err := file("etc/group", 0o644, []byte(group)); err != nil {
+	if err := es.file("etc/group", 0o644, []byte(group)); err != nil {
 		return nil, err
 	}
-	dir("tmp", 0o1777, 0)
-	dir("home", 0o755, 0)
-	dir("home/nonroot", 0o700, NonRootUID)
-	dir("root", 0o700, 0)
+	es.dir("tmp", 0o1777, 0)
+	es.dir("home", 0o755, 0)
+	es.dir("home/nonroot", 0o700, NonRootUID)
+	es.dir("root", 0o700, 0)
 	if s.CABundle != "" {
 		pem, err := os.ReadFile(s.CABundle)
 		if err != nil {
@@ -121,7 +125,7 @@ func Build(s Spec) (v1.Image, error) {
 		if !bytes.Contains(pem, []byte("-----BEGIN CERTIFICATE-----")) {
 			return nil, fmt.Errorf("CA bundle %s holds no PEM certificate", s.CABundle)
 		}
-		if err := file(CABundlePath, 0o644, pem); err != nil {
+		if err := es.file(CABundlePath, 0o644, pem); err != nil {
 			return nil, err
 		}
 	}
@@ -139,16 +143,25 @@ func Build(s Spec) (v1.Image, error) {
 			}
 			mode = int64(st.Mode().Perm())
 		}
-		if err := file(f.Dst, mode, data); err != nil {
+		if err := es.file(f.Dst, mode, data); err != nil {
 			return nil, err
 		}
 		if f.Capabilities != 0 {
-			e := entries[strings.TrimPrefix(path.Clean("/"+f.Dst), "/")]
+			e := es[strings.TrimPrefix(path.Clean("/"+f.Dst), "/")]
 			e.hdr.PAXRecords = map[string]string{capabilityXattr: vfsCapData(f.Capabilities)}
 		}
 	}
+	return es, nil
+}
 
-	layer, err := layerOf(entries, s.Created)
+// Build assembles the image: one layer holding layerEntries, and a config that runs the
+// entrypoint as the spec's user.
+func Build(s Spec) (v1.Image, error) {
+	es, err := layerEntries(s)
+	if err != nil {
+		return nil, err
+	}
+	layer, err := layerOf(es, s.Created)
 	if err != nil {
 		return nil, err
 	}

@@ -19,9 +19,9 @@ import (
 const testRef = "localhost/scitunnel/test:v1"
 
 // writeSrc creates a file to pack with the given content.
-func writeSrc(t *testing.T, dir, name, content string) string {
+func writeSrc(t *testing.T, dir, file, content string) string {
 	t.Helper()
-	p := filepath.Join(dir, name)
+	p := filepath.Join(dir, file)
 	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestContents(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cf.Config.User != "65532:65532" || !reflect.DeepEqual(cf.Config.Entrypoint, []string{"/usr/bin/prog"}) ||
-		cf.OS != "linux" || cf.Architecture != "amd64" || !cf.Created.Time.Equal(time.Unix(0, 0)) {
+		cf.OS != "linux" || cf.Architecture != "amd64" || !cf.Created.Equal(time.Unix(0, 0)) {
 		t.Fatalf("config: user %q entrypoint %q os/arch %s/%s created %v", cf.Config.User, cf.Config.Entrypoint, cf.OS, cf.Architecture, cf.Created)
 	}
 	layers, err := img.Layers()

@@ -89,7 +89,7 @@ func TestSleepsUntilSIGTERMThenExitsZero(t *testing.T) {
 			t.Fatalf("pause exited with %v after SIGTERM, want status 0", err)
 		}
 	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
+		_ = cmd.Process.Kill()
 		t.Fatal("pause ignored SIGTERM")
 	}
 }
@@ -125,7 +125,7 @@ func TestReapsChildrenAndOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
 		if err := cmd.Wait(); err != nil {
 			t.Errorf("pause exited with %v, want status 0", err)
 		}

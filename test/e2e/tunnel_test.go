@@ -478,8 +478,8 @@ var _ = Describe("A tunnel between a producer and a consumer", Ordered, func() {
 			if p, _ := strconv.Atoi(m[5]); p == 5100 || p == 5101 {
 				d = &toInbound
 			}
-			switch {
-			case m[1] == "":
+			switch m[1] {
+			case "":
 				d.unlabelled++
 				examples = append(examples, l)
 			default:

@@ -95,10 +95,16 @@ func templateArgs(name, ns string, extra ...string) []string {
 	return append(args, extra...)
 }
 
-// render runs helm template and decodes every object.
-func render(t *testing.T, name, ns string, extra ...string) []*unstructured.Unstructured {
+// The release the tests render, and its namespace.
+const (
+	release   = "scitunnel"
+	releaseNS = "scitunnel-system"
+)
+
+// render runs helm template for the release and decodes every object.
+func render(t *testing.T, extra ...string) []*unstructured.Unstructured {
 	t.Helper()
-	out, err := run(helmBin(t), templateArgs(name, ns, extra...)...)
+	out, err := run(helmBin(t), templateArgs(release, releaseNS, extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,11 +236,11 @@ func TestLint(t *testing.T) {
 // TestTemplateInvariants holds for every values file: the objects are well-formed, namespaced
 // in the release namespace, labelled, and wired to each other (Service and monitors select the
 // manager's pods, bindings name roles and the ServiceAccount the Deployment runs as).
-func TestTemplateInvariants(t *testing.T) {
-	const ns = "scitunnel-system"
+func TestTemplateInvariants(t *testing.T) { //nolint:gocyclo // one t.Run per values file; gocyclo counts the checks of the subtest closure as the parent's
+	const ns = releaseNS
 	for _, f := range valuesFiles(t) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			objs := render(t, "scitunnel", ns, "-f", f)
+			objs := render(t, "-f", f)
 			if len(objs) == 0 {
 				t.Fatal("nothing rendered")
 			}
@@ -342,13 +348,13 @@ func subset(small, big map[string]string) bool {
 }
 
 // TestTemplateValues checks that each values file does what it says.
-func TestTemplateValues(t *testing.T) {
-	const ns = "scitunnel-system"
+func TestTemplateValues(t *testing.T) { //nolint:gocyclo // one t.Run per values file, each a few checks; gocyclo adds every closure's branches to the parent
+	const ns = releaseNS
 	values := func(name string) string { return filepath.Join(repoRoot(), "test", "helm", "values", name) }
 	version := appVersion(t)
 
 	t.Run("default.yaml", func(t *testing.T) {
-		objs := render(t, "scitunnel", ns, "-f", values("default.yaml"))
+		objs := render(t, "-f", values("default.yaml"))
 		kinds := map[string]int{}
 		for _, o := range objs {
 			kinds[o.GetKind()]++
@@ -389,7 +395,7 @@ func TestTemplateValues(t *testing.T) {
 	})
 
 	t.Run("local-cluster.yaml", func(t *testing.T) {
-		objs := render(t, "scitunnel", ns, "-f", values("local-cluster.yaml"))
+		objs := render(t, "-f", values("local-cluster.yaml"))
 		c := managerContainer(t, objs)
 		if c["image"] != "localhost/scitunnel/manager:e2e" || c["imagePullPolicy"] != "Never" {
 			t.Errorf("manager image %v pull %v", c["image"], c["imagePullPolicy"])
@@ -404,7 +410,7 @@ func TestTemplateValues(t *testing.T) {
 	})
 
 	t.Run("monitoring.yaml", func(t *testing.T) {
-		objs := render(t, "scitunnel", ns, "-f", values("monitoring.yaml"))
+		objs := render(t, "-f", values("monitoring.yaml"))
 		sm := one(t, objs, "ServiceMonitor", "-controller-manager")
 		if sm.GetLabels()["release"] != "kube-prometheus-stack" {
 			t.Errorf("ServiceMonitor labels %v lack release=kube-prometheus-stack", sm.GetLabels())
@@ -441,7 +447,7 @@ func TestTemplateValues(t *testing.T) {
 	})
 
 	t.Run("minimal.yaml", func(t *testing.T) {
-		objs := render(t, "scitunnel", ns, "-f", values("minimal.yaml"))
+		objs := render(t, "-f", values("minimal.yaml"))
 		for _, kind := range []string{"CustomResourceDefinition", "ServiceAccount", "Role", "RoleBinding", "Service"} {
 			if n := len(find(objs, kind)); n != 0 {
 				t.Errorf("%d %s rendered, want none", n, kind)
@@ -461,7 +467,7 @@ func TestTemplateValues(t *testing.T) {
 	})
 
 	t.Run("ha.yaml", func(t *testing.T) {
-		objs := render(t, "scitunnel", ns, "-f", values("ha.yaml"))
+		objs := render(t, "-f", values("ha.yaml"))
 		d := one(t, objs, "Deployment", "-controller-manager")
 		if d.GetName() != "tunnels-controller-manager" {
 			t.Errorf("fullnameOverride not applied: %s", d.GetName())

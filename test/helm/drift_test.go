@@ -76,7 +76,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 	if err != nil {
 		t.Fatalf("kustomize output: %v", err)
 	}
-	chart := render(t, "scitunnel", "scitunnel-system")
+	chart := render(t)
 
 	t.Run("CRDs", func(t *testing.T) {
 		kcrds, hcrds := byName(find(kust, "CustomResourceDefinition")), byName(find(chart, "CustomResourceDefinition"))

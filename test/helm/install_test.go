@@ -34,7 +34,7 @@ import (
 // needs and not more, runs the manager binary as that ServiceAccount with the chart's own
 // arguments until it reconciles the samples, and uninstalls: CRDs stay with crds.keep and go
 // without it.
-func TestInstall(t *testing.T) {
+func TestInstall(t *testing.T) { //nolint:gocyclo // one install's steps in order (install, RBAC checks, manager run, uninstall), each a t.Run; gocyclo adds their branches to the parent
 	helm := helmBin(t)
 	assets, err := testenv.Assets()
 	if err != nil {

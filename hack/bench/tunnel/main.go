@@ -14,8 +14,9 @@
 // For each path and stream count it prints Gbit/s, the ratios against direct, stunnel4 and
 // haproxy, the CPU seconds the proxy processes spent per Gbit carried (utime+stime from
 // /proc/PID/stat, children included), and for each path the round-trip time of a 1 KiB
-// ping-pong, and the latency a path adds over direct. A goals section compares against the
-// targets in the data plane's issue. Nothing here asserts timing: it measures and prints.
+// ping-pong, and the latency a path adds over direct. A goals section reads met or MISSED
+// against the data plane's goals (the goal* constants in report.go). Nothing here asserts
+// timing: it measures and prints.
 //
 // Needs iperf3, stunnel4, haproxy and socat on PATH (paths whose tool is missing are skipped
 // and say so). Certificates are made with the project's own pki package.
@@ -99,39 +100,8 @@ func main() {
 	}
 	defer b.teardown()
 	printHeader(b)
-	var runs [][]result
-	for round := 1; round <= max(*repeat, 1) && ctx.Err() == nil; round++ {
-		if *repeat > 1 {
-			fmt.Printf(" round %d of %d\n", round, *repeat)
-		}
-		// Even rounds run the paths in reverse, so no path always runs right after the same one
-		// (a path that leaves the machine busy would otherwise tax its successor every time).
-		order := slices.Clone(chosen)
-		if round%2 == 0 {
-			slices.Reverse(order)
-		}
-		var results []result
-		for _, p := range order {
-			if ctx.Err() != nil {
-				break
-			}
-			results = append(results, b.measurePath(p, streams)...)
-		}
-		runs = append(runs, results)
-	}
-	var toggles []toggleResult
-	for _, s := range streams {
-		if *toggle <= 0 || ctx.Err() != nil {
-			break
-		}
-		fmt.Printf("  sampler toggle P=%d: %s with the sidecar started and stopped every %s\n", s, *toggle, *togglePhase)
-		r, err := b.samplerToggle(*toggle, *togglePhase, s)
-		if err != nil {
-			fmt.Printf("  sampler toggle P=%d failed: %v\n", s, err)
-			continue
-		}
-		toggles = append(toggles, r)
-	}
+	runs := b.measureRounds(chosen, streams, *repeat)
+	toggles := b.measureToggles(streams, *toggle, *togglePhase)
 	results := medians(runs)
 	if *repeat > 1 {
 		fmt.Printf("\nmedians of %d rounds:\n", len(runs))
@@ -141,6 +111,50 @@ func main() {
 	}
 	printToggle(toggles, *toggle, *togglePhase, b.sidecarArgs)
 	printGoals(results, runs, toggles, streams)
+}
+
+// measureRounds measures every chosen path at every stream count, repeat times, interleaved.
+func (b *bench) measureRounds(chosen []pathDef, streams []int, repeat int) [][]result {
+	var runs [][]result
+	for round := 1; round <= max(repeat, 1) && b.ctx.Err() == nil; round++ {
+		if repeat > 1 {
+			fmt.Printf(" round %d of %d\n", round, repeat)
+		}
+		// Even rounds run the paths in reverse, so no path always runs right after the same one
+		// (a path that leaves the machine busy would otherwise tax its successor every time).
+		order := slices.Clone(chosen)
+		if round%2 == 0 {
+			slices.Reverse(order)
+		}
+		var results []result
+		for _, p := range order {
+			if b.ctx.Err() != nil {
+				break
+			}
+			results = append(results, b.measurePath(p, streams)...)
+		}
+		runs = append(runs, results)
+	}
+	return runs
+}
+
+// measureToggles measures the sFlow sidecar's cost at every stream count, toggling it every
+// phase within one run of total (0: not measured).
+func (b *bench) measureToggles(streams []int, total, phase time.Duration) []toggleResult {
+	var toggles []toggleResult
+	for _, s := range streams {
+		if total <= 0 || b.ctx.Err() != nil {
+			break
+		}
+		fmt.Printf("  sampler toggle P=%d: %s with the sidecar started and stopped every %s\n", s, total, phase)
+		r, err := b.samplerToggle(total, phase, s)
+		if err != nil {
+			fmt.Printf("  sampler toggle P=%d failed: %v\n", s, err)
+			continue
+		}
+		toggles = append(toggles, r)
+	}
+	return toggles
 }
 
 // bench holds what every path shares: the work directory, the certificates and the two servers

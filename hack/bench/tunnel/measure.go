@@ -66,8 +66,8 @@ func processTreeCPU(pid int) float64 {
 		}
 	}
 	var ticks float64
-	var walk func(p int, self bool)
-	walk = func(p int, self bool) {
+	var walk func(p int)
+	walk = func(p int) {
 		f, ok := statFields(p)
 		if !ok {
 			return
@@ -78,10 +78,10 @@ func processTreeCPU(pid int) float64 {
 			ticks += v
 		}
 		for _, c := range children[p] {
-			walk(c, false)
+			walk(c)
 		}
 	}
-	walk(pid, true)
+	walk(pid)
 	return ticks / clockTicks
 }
 
@@ -142,7 +142,7 @@ type echoServer struct {
 }
 
 func startEcho() (*echoServer, error) {
-	ln, err := net.Listen("tcp6", "[::1]:0")
+	ln, err := net.Listen("tcp6", loopbackAnyPort)
 	if err != nil {
 		return nil, err
 	}

@@ -31,8 +31,12 @@ var paths = []pathDef{
 	{name: "socat", needs: []string{"socat"}, launch: launchSocat},
 }
 
+// loopbackAnyPort is where the benchmark's servers and admin endpoints listen: IPv6 loopback,
+// a port the kernel picks.
+const loopbackAnyPort = "[::1]:0"
+
 func allPathNames() []string {
-	var names []string
+	names := make([]string, 0, len(paths))
 	for _, p := range paths {
 		names = append(names, p.name)
 	}
@@ -141,9 +145,9 @@ func launchScitunnel(protocol string) func(*bench, string, string) (int, []int, 
 		entry, inner := ports[0], ports[1]
 		name := "scitunnel-" + protocol + "-" + tag
 		inArgs := []string{"inbound", "--protocol", protocol, "--listen", strconv.Itoa(inner), "--target", target,
-			"--listen-address", "::1", "--admin", "[::1]:0", "--scitag", "2/16"}
+			"--listen-address", "::1", "--admin", loopbackAnyPort, "--scitag", "2/16"}
 		outArgs := []string{"outbound", "--protocol", protocol, "--listen", strconv.Itoa(entry),
-			"--remote", "[::1]:" + strconv.Itoa(inner), "--listen-address", "::1", "--admin", "[::1]:0", "--scitag", "2/16"}
+			"--remote", "[::1]:" + strconv.Itoa(inner), "--listen-address", "::1", "--admin", loopbackAnyPort, "--scitag", "2/16"}
 		if protocol == "TLS" {
 			inArgs = append(inArgs, "--cert", b.certs.serverCert, "--key", b.certs.serverKey, "--ca", b.certs.ca, "--allow-san", clientID)
 			outArgs = append(outArgs, "--cert", b.certs.clientCert, "--key", b.certs.clientKey, "--ca", b.certs.ca, "--server-name", "localhost")
@@ -179,7 +183,7 @@ func launchScitunnelSampled(b *bench, target, tag string) (int, []int, []*exec.C
 func (b *bench) startSidecar(tag string) (*exec.Cmd, error) {
 	logName := "sflow-" + tag
 	args := append([]string{"sflow", "--interfaces", "lo", "--sampling-rate", "1000",
-		"--assigned-tags", "2.16", "--listen", "[::1]:0", "--http", "[::1]:0", "--polling-interval", "20s"}, b.sidecarArgs...)
+		"--assigned-tags", "2.16", "--listen", loopbackAnyPort, "--http", loopbackAnyPort, "--polling-interval", "20s"}, b.sidecarArgs...)
 	sidecar, err := b.spawn(logName, b.scitunnelEnv, b.scitunnel, args...)
 	if err != nil {
 		return nil, err
