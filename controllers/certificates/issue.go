@@ -67,6 +67,17 @@ func (r *Reconciler) reconcileCertificates(ctx context.Context, s *scope) error 
 		s.certificates = nil
 		return nil
 	}
+	if s.ends.Blocked != nil {
+		return nil // the end cannot be built yet; CertificateReady says what it waits for
+	}
+	if t.Spec.Role == scitunnelv1.RoleInbound && certSource(t) != scitunnelv1.CertificatesSecret &&
+		s.service == nil && len(s.ends.ListenPorts) > 0 {
+		// The tunnel controller is creating the Service, whose addresses go in the server
+		// certificate: issuing now would mean issuing twice. Its creation triggers a pass.
+		s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionUnknown, "Pending",
+			"waiting for the tunnel's Service, whose addresses go in the server certificate")
+		return nil
+	}
 	switch certSource(t) {
 	case scitunnelv1.CertificatesSecret:
 		return r.useSecret(ctx, s, t.Spec.Certificates.SecretRef.Name, "user",

@@ -102,6 +102,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		s.throughput, s.summary, s.connections = nil, "", 0
 	}
 	if err := r.applyStatus(ctx, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, nil
+		}
 		if apierrors.IsConflict(err) {
 			// Read from a stale cache: the next pass sees the tunnel as it is.
 			return ctrl.Result{RequeueAfter: time.Second}, nil
