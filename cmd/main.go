@@ -31,71 +31,87 @@ func init() {
 	utilruntime.Must(scitunnelv1.AddToScheme(scheme))
 }
 
-func main() {
-	var (
-		metricsAddr, probeAddr, pprofAddr      string
-		leaderElectionNamespace                string
-		secureMetrics, enableHTTP2, leaderElec bool
-		opts                                   controllers.Options
-		pullPolicy                             string
-		statusPort, analyzerPort               int
-		qps                                    float64
-		burst                                  int
-	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint (:8443 HTTPS, :8080 HTTP, 0 off).")
-	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with Kubernetes authentication and authorization.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
-	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of Go's /debug/pprof endpoints (0: off).")
-	flag.BoolVar(&leaderElec, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
-	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the manager's own namespace in a cluster).")
-	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics with HTTP/2 (off by default: HTTP/2 rapid-reset CVEs).")
-	flag.StringVar(&opts.DataPlaneImage, "dataplane-image", "ghcr.io/scitunnel/scitunnel:latest", "Image of the proxy and sFlow sidecar containers.")
-	flag.StringVar(&pullPolicy, "dataplane-image-pull-policy", "", "imagePullPolicy of the data-plane containers (Always, IfNotPresent, Never; empty: Kubernetes' default).")
-	flag.StringVar(&opts.TrustDomain, "trust-domain", "scitunnel.local", "Trust domain of the spiffe:// client identities the operator issues.")
-	flag.StringVar(&opts.ClusterDomain, "cluster-domain", "cluster.local", "The cluster's DNS domain.")
-	flag.DurationVar(&opts.CertificateDuration, "certificate-duration", 90*24*time.Hour, "Default lifetime of the leaf certificates the operator issues.")
-	flag.DurationVar(&opts.ThroughputInterval, "throughput-interval", 10*time.Second, "How often the proxies' reports are read into status while pods are ready.")
-	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "StreamTunnels reconciled in parallel.")
-	flag.IntVar(&statusPort, "dataplane-status-port", controllers.AdminPort, "Port of the proxy's /v1/status.")
-	flag.IntVar(&analyzerPort, "dataplane-analyzer-port", controllers.AnalyzerPort, "Port of the sFlow analyzer's /v1/tags.")
-	flag.Float64Var(&qps, "kube-api-qps", 50, "Requests per second to the API server.")
-	flag.IntVar(&burst, "kube-api-burst", 100, "Burst of requests to the API server.")
-	zapOpts := zap.Options{Development: false}
-	zapOpts.BindFlags(flag.CommandLine)
-	flag.Parse()
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-	log := ctrl.Log.WithName("setup")
-	opts.ImagePullPolicy = corev1.PullPolicy(pullPolicy)
+// managerFlags are the operator's command-line settings.
+type managerFlags struct {
+	metricsAddr, probeAddr, pprofAddr      string
+	leaderElectionNamespace                string
+	secureMetrics, enableHTTP2, leaderElec bool
+	opts                                   controllers.Options
+	pullPolicy                             string
+	statusPort, analyzerPort               int
+	qps                                    float64
+	burst                                  int
+	zapOpts                                zap.Options
+}
 
+// parseFlags defines and parses the operator's flags (and the logger's, from zap).
+func parseFlags() *managerFlags {
+	f := &managerFlags{zapOpts: zap.Options{Development: false}}
+	flag.StringVar(&f.metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint (:8443 HTTPS, :8080 HTTP, 0 off).")
+	flag.BoolVar(&f.secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with Kubernetes authentication and authorization.")
+	flag.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
+	flag.StringVar(&f.pprofAddr, "pprof-bind-address", "0", "Address of Go's /debug/pprof endpoints (0: off).")
+	flag.BoolVar(&f.leaderElec, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
+	flag.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the manager's own namespace in a cluster).")
+	flag.BoolVar(&f.enableHTTP2, "enable-http2", false, "Serve metrics with HTTP/2 (off by default: HTTP/2 rapid-reset CVEs).")
+	flag.StringVar(&f.opts.DataPlaneImage, "dataplane-image", "ghcr.io/scitunnel/scitunnel:latest", "Image of the proxy and sFlow sidecar containers.")
+	flag.StringVar(&f.pullPolicy, "dataplane-image-pull-policy", "", "imagePullPolicy of the data-plane containers (Always, IfNotPresent, Never; empty: Kubernetes' default).")
+	flag.StringVar(&f.opts.TrustDomain, "trust-domain", "scitunnel.local", "Trust domain of the spiffe:// client identities the operator issues.")
+	flag.StringVar(&f.opts.ClusterDomain, "cluster-domain", "cluster.local", "The cluster's DNS domain.")
+	flag.DurationVar(&f.opts.CertificateDuration, "certificate-duration", 90*24*time.Hour, "Default lifetime of the leaf certificates the operator issues.")
+	flag.DurationVar(&f.opts.ThroughputInterval, "throughput-interval", 10*time.Second, "How often the proxies' reports are read into status while pods are ready.")
+	flag.IntVar(&f.opts.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "StreamTunnels reconciled in parallel.")
+	flag.IntVar(&f.statusPort, "dataplane-status-port", controllers.AdminPort, "Port of the proxy's /v1/status.")
+	flag.IntVar(&f.analyzerPort, "dataplane-analyzer-port", controllers.AnalyzerPort, "Port of the sFlow analyzer's /v1/tags.")
+	flag.Float64Var(&f.qps, "kube-api-qps", 50, "Requests per second to the API server.")
+	flag.IntVar(&f.burst, "kube-api-burst", 100, "Burst of requests to the API server.")
+	f.zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	f.opts.ImagePullPolicy = corev1.PullPolicy(f.pullPolicy)
+	return f
+}
+
+// newManager builds the controller-runtime manager from the flags: the metrics server (HTTPS
+// with authentication unless turned off, HTTP/1.1 unless --enable-http2), probes, pprof,
+// leader election and the controllers' cache options.
+func newManager(f *managerFlags) (ctrl.Manager, error) {
 	var tlsOpts []func(*tls.Config)
-	if !enableHTTP2 {
+	if !f.enableHTTP2 {
 		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
 	}
-	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics, TLSOpts: tlsOpts}
-	if secureMetrics {
+	metricsOpts := metricsserver.Options{BindAddress: f.metricsAddr, SecureServing: f.secureMetrics, TLSOpts: tlsOpts}
+	if f.secureMetrics {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
 	cfg := ctrl.GetConfigOrDie()
-	cfg.QPS, cfg.Burst = float32(qps), burst
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	cfg.QPS, cfg.Burst = float32(f.qps), f.burst
+	return ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,
-		HealthProbeBindAddress:        probeAddr,
-		PprofBindAddress:              pprofAddr,
-		LeaderElection:                leaderElec,
+		HealthProbeBindAddress:        f.probeAddr,
+		PprofBindAddress:              f.pprofAddr,
+		LeaderElection:                f.leaderElec,
 		LeaderElectionID:              "scitunnel-operator.scitunnel.io",
-		LeaderElectionNamespace:       leaderElectionNamespace,
+		LeaderElectionNamespace:       f.leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         controllers.CacheOptions(),
 	})
+}
+
+func main() {
+	f := parseFlags()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	mgr, err := newManager(f)
 	if err != nil {
 		log.Error(err, "unable to create the manager")
 		os.Exit(1)
 	}
 	setup := controllers.Setup{
-		Options: opts,
-		Reports: controllers.NewHTTPReports(statusPort, analyzerPort),
+		Options: f.opts,
+		Reports: controllers.NewHTTPReports(f.statusPort, f.analyzerPort),
 	}
 	if _, err := setup.Register(mgr); err != nil {
 		log.Error(err, "unable to set up the controllers")
@@ -115,7 +131,7 @@ func main() {
 		// CPU saved. 50 keeps a thousand tunnels under 150 MB (make bench-reconcile).
 		debug.SetGCPercent(50)
 	}
-	log.Info("starting the manager", "dataplaneImage", opts.DataPlaneImage)
+	log.Info("starting the manager", "dataplaneImage", f.opts.DataPlaneImage)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		log.Error(err, "the manager stopped")
 		os.Exit(1)
