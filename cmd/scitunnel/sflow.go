@@ -57,22 +57,42 @@ Example (standalone):
 Flags:
 `
 
-func runSflow(ctx context.Context, args []string) int {
+// sflowOptions holds the sflow command's flags; newSflowFlags defines them, override applies
+// the ones given over the --config file's telemetry section.
+type sflowOptions struct {
+	path, ifaces, collectors, listen, httpAddr *string
+	registry, assigned, fireflies, agent       *string
+	logLevel                                   *string
+	rate                                       *int
+	window, polling                            *time.Duration
+}
+
+// newSflowFlags defines the sflow command's flags.
+func newSflowFlags() (*flag.FlagSet, *sflowOptions) {
 	fs := flag.NewFlagSet("sflow", flag.ContinueOnError)
-	path := fs.String("config", "", "data-plane configuration (JSON); its telemetry section is used")
-	rate := fs.Int("sampling-rate", 0, "sample 1 in N packets; 0 turns the sampler off")
-	ifaces := fs.String("interfaces", "", "comma-separated interfaces to sample (default: every up, non-loopback one)")
-	collectorsFlag := fs.String("collectors", "", "comma-separated host:port sFlow collectors besides the local analyzer")
-	listen := fs.String("listen", "", fmt.Sprintf("sFlow listen address (default %q, IPv4 and IPv6)", contract.ListenAddress(contract.SFlowPort)))
-	httpAddr := fs.String("http", "", fmt.Sprintf("HTTP listen address (default %q)", contract.ListenAddress(contract.AnalyzerPort)))
-	window := fs.Duration("window", 0, "smoothing window of the rates (default 10s)")
-	polling := fs.Duration("polling-interval", 0, "interval of interface counter samples (default 20s)")
-	registry := fs.String("registry", "", "scitags registry file (api.json format; default: the snapshot compiled in)")
-	assigned := fs.String("assigned-tags", "", "comma-separated exp.act ids assigned to this host, e.g. 2.16,2.9 (default: the --config file's scitag)")
-	fireflies := fs.String("fireflies", "", "listen for fireflies at this address, e.g. \":10514\" (default off)")
-	agent := fs.String("agent-address", "", "agent address in the sampler's datagrams (default: the sampled interfaces' first global address)")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	o := &sflowOptions{
+		path:       fs.String("config", "", "data-plane configuration (JSON); its telemetry section is used"),
+		rate:       fs.Int("sampling-rate", 0, "sample 1 in N packets; 0 turns the sampler off"),
+		ifaces:     fs.String("interfaces", "", "comma-separated interfaces to sample (default: every up, non-loopback one)"),
+		collectors: fs.String("collectors", "", "comma-separated host:port sFlow collectors besides the local analyzer"),
+		listen:     fs.String("listen", "", fmt.Sprintf("sFlow listen address (default %q, IPv4 and IPv6)", contract.ListenAddress(contract.SFlowPort))),
+		httpAddr:   fs.String("http", "", fmt.Sprintf("HTTP listen address (default %q)", contract.ListenAddress(contract.AnalyzerPort))),
+		window:     fs.Duration("window", 0, "smoothing window of the rates (default 10s)"),
+		polling:    fs.Duration("polling-interval", 0, "interval of interface counter samples (default 20s)"),
+		registry:   fs.String("registry", "", "scitags registry file (api.json format; default: the snapshot compiled in)"),
+		assigned:   fs.String("assigned-tags", "", "comma-separated exp.act ids assigned to this host, e.g. 2.16,2.9 (default: the --config file's scitag)"),
+		fireflies:  fs.String("fireflies", "", "listen for fireflies at this address, e.g. \":10514\" (default off)"),
+		agent:      fs.String("agent-address", "", "agent address in the sampler's datagrams (default: the sampled interfaces' first global address)"),
+		logLevel:   fs.String("log-level", "info", "debug, info, warn or error"),
+	}
 	fs.Usage = func() { fmt.Fprint(fs.Output(), sflowHelp); fs.PrintDefaults() }
+	return fs, o
+}
+
+// runSflow parses the flags, builds the telemetry section from --config and the flags, and runs
+// the sidecar until ctx ends.
+func runSflow(ctx context.Context, args []string) int {
+	fs, o := newSflowFlags()
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -90,75 +110,19 @@ func runSflow(ctx context.Context, args []string) int {
 		runtime.GOMAXPROCS(1)
 	}
 
-	t := &config.Telemetry{}
-	// The pod's tag enters once, as the configuration's scitag: the proxy stamps it, the
-	// analyzer attributes labels that decode to it.
-	var assignedTags []scitag.Tag
-	if *path != "" {
-		cfg, err := config.Load(*path)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "scitunnel sflow: %s: %v\n", *path, err)
-			return 2
-		}
-		if cfg.Telemetry != nil {
-			t = cfg.Telemetry
-		}
-		if cfg.Scitag != nil {
-			assignedTags = []scitag.Tag{cfg.Scitag.Tag()}
-		}
+	t, assignedTags, err := telemetryFromFile(*o.path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "scitunnel sflow: %s: %v\n", *o.path, err)
+		return 2
 	}
-	split := func(s string) []string {
-		var out []string
-		for _, f := range strings.Split(s, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				out = append(out, f)
-			}
-		}
-		return out
-	}
-	var flagErr error
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "sampling-rate":
-			t.SamplingRate = *rate
-		case "interfaces":
-			t.Interfaces = split(*ifaces)
-		case "collectors":
-			t.Collectors = split(*collectorsFlag)
-		case "listen":
-			t.AnalyzerAddress = *listen
-		case "http":
-			t.HTTPAddress = *httpAddr
-		case "window":
-			t.Window.Duration = *window
-		case "polling-interval":
-			t.PollingInterval.Duration = *polling
-		case "registry":
-			t.RegistryFile = *registry
-		case "assigned-tags":
-			assignedTags = nil
-			for _, s := range split(*assigned) {
-				tag, err := scitag.ParseIDs(s)
-				if err != nil {
-					flagErr = fmt.Errorf("--assigned-tags: %w", err)
-					return
-				}
-				assignedTags = append(assignedTags, tag)
-			}
-		case "fireflies":
-			t.FireflyAddress = *fireflies
-		case "agent-address":
-			t.AgentAddress = *agent
-		}
-	})
-	if flagErr != nil {
-		return usageError("sflow", flagErr)
+	if assignedTags, err = o.override(fs, t, assignedTags); err != nil {
+		return usageError("sflow", err)
 	}
 	if err := checkTelemetry(t); err != nil {
 		return usageError("sflow", err)
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(*o.logLevel)); err != nil {
 		return usageError("sflow", fmt.Errorf("--log-level: %v", err))
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
@@ -167,6 +131,80 @@ func runSflow(ctx context.Context, args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// telemetryFromFile reads the telemetry section and the assigned tag from the configuration file
+// at path; with no path, or no section, the section is empty (checkTelemetry fills the defaults).
+func telemetryFromFile(path string) (*config.Telemetry, []scitag.Tag, error) {
+	t := &config.Telemetry{}
+	// The pod's tag enters once, as the configuration's scitag: the proxy stamps it, the
+	// analyzer attributes labels that decode to it.
+	var assignedTags []scitag.Tag
+	if path != "" {
+		cfg, err := config.Load(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		if cfg.Telemetry != nil {
+			t = cfg.Telemetry
+		}
+		if cfg.Scitag != nil {
+			assignedTags = []scitag.Tag{cfg.Scitag.Tag()}
+		}
+	}
+	return t, assignedTags, nil
+}
+
+// override sets the fields of t whose flags were given (only those: the others keep the file's
+// values), and returns the assigned tags, replaced when --assigned-tags was given.
+func (o *sflowOptions) override(fs *flag.FlagSet, t *config.Telemetry, assignedTags []scitag.Tag) ([]scitag.Tag, error) {
+	var flagErr error
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "sampling-rate":
+			t.SamplingRate = *o.rate
+		case "interfaces":
+			t.Interfaces = splitList(*o.ifaces)
+		case "collectors":
+			t.Collectors = splitList(*o.collectors)
+		case "listen":
+			t.AnalyzerAddress = *o.listen
+		case "http":
+			t.HTTPAddress = *o.httpAddr
+		case "window":
+			t.Window.Duration = *o.window
+		case "polling-interval":
+			t.PollingInterval.Duration = *o.polling
+		case "registry":
+			t.RegistryFile = *o.registry
+		case "assigned-tags":
+			assignedTags = nil
+			for _, s := range splitList(*o.assigned) {
+				tag, err := scitag.ParseIDs(s)
+				if err != nil {
+					flagErr = fmt.Errorf("--assigned-tags: %w", err)
+					return
+				}
+				assignedTags = append(assignedTags, tag)
+			}
+		case "fireflies":
+			t.FireflyAddress = *o.fireflies
+		case "agent-address":
+			t.AgentAddress = *o.agent
+		}
+	})
+	return assignedTags, flagErr
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // checkTelemetry fills the telemetry defaults and validates the section, naming the flags. A

@@ -35,43 +35,72 @@ func runEnd(ctx context.Context, role config.Role, args []string) int {
 // when the configuration is nil (0 after --help, 2 for a usage error, already reported).
 func parseEndFlags(role config.Role, args []string) (*config.Config, bool, int) {
 	name := strings.ToLower(string(role))
+	fs, o := newEndFlags(role)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, false, 0
+		}
+		return nil, false, 2
+	}
+	if fs.NArg() > 0 {
+		return nil, false, usageError(name, fmt.Errorf("unexpected arguments %q (flags come before nothing else)", fs.Args()))
+	}
+	cfg, err := o.config(role)
+	if err != nil {
+		return nil, false, usageError(name, err)
+	}
+	return cfg, *o.printConfig, 0
+}
+
+// endOptions holds an inbound or outbound end's flags; newEndFlags defines them, config turns
+// them into a validated configuration.
+type endOptions struct {
+	listen, protocol, udpTransport, cert, key, ca *string
+	tag, admin, listenAddr, tunnel                *string
+	numConn, maxDatagram                          *int
+	entropy, fireflies, toPeer, printConfig       *bool
+	dial, drain, idle                             *time.Duration
+	targets, allow, collectors                    listFlag
+	remote, serverName                            string
+}
+
+// newEndFlags defines the flags of an inbound or outbound end: --target and --allow-san are
+// inbound's, --remote and --server-name outbound's.
+func newEndFlags(role config.Role) (*flag.FlagSet, *endOptions) {
+	name := strings.ToLower(string(role))
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	listen := fs.String("listen", "", "local listen `ports`: a list and/or ranges, e.g. 5100-5104 or 5100,5102 (required)")
-	var targets listFlag
-	remote := ""
+	o := &endOptions{}
+	o.listen = fs.String("listen", "", "local listen `ports`: a list and/or ranges, e.g. 5100-5104 or 5100,5102 (required)")
 	if role == config.Inbound {
-		fs.Var(&targets, "target", "producer `host:port`, repeatable or comma-separated (required)")
+		fs.Var(&o.targets, "target", "producer `host:port`, repeatable or comma-separated (required)")
 	} else {
-		fs.StringVar(&remote, "remote", "", "the inbound end: `host:ports`, e.g. inbound.example.org:5100-5104 (required)")
+		fs.StringVar(&o.remote, "remote", "", "the inbound end: `host:ports`, e.g. inbound.example.org:5100-5104 (required)")
 	}
-	numConn := fs.Int("num-conn", 0, "parallel streams (SciStream's num_conn): `N` ports, the first N of --listen, or N consecutive ports from a single --listen port (default: every --listen port)")
-	protocol := fs.String("protocol", "TLS", "TLS (mutual TLS 1.3), TCP (plain relay, unencrypted) or UDP")
-	udpTransport := fs.String("udp-transport", "TLS", "with --protocol UDP: TLS (datagrams framed on mutual TLS) or Plain (relayed as datagrams, unencrypted)")
-	maxDatagram := fs.Int("max-datagram", 0, fmt.Sprintf("with --protocol UDP: largest datagram carried, in `bytes`; larger ones are dropped and counted (default %d)", config.MaxFramedDatagram))
-	cert := fs.String("cert", "", "this end's certificate (PEM `file`)")
-	key := fs.String("key", "", "this end's private key (PEM `file`)")
-	ca := fs.String("ca", "", "the CA that signs the other end's certificate (PEM `file`)")
-	var allow listFlag
-	serverName := ""
+	o.numConn = fs.Int("num-conn", 0, "parallel streams (SciStream's num_conn): `N` ports, the first N of --listen, or N consecutive ports from a single --listen port (default: every --listen port)")
+	o.protocol = fs.String("protocol", "TLS", "TLS (mutual TLS 1.3), TCP (plain relay, unencrypted) or UDP")
+	o.udpTransport = fs.String("udp-transport", "TLS", "with --protocol UDP: TLS (datagrams framed on mutual TLS) or Plain (relayed as datagrams, unencrypted)")
+	o.maxDatagram = fs.Int("max-datagram", 0, fmt.Sprintf("with --protocol UDP: largest datagram carried, in `bytes`; larger ones are dropped and counted (default %d)", config.MaxFramedDatagram))
+	o.cert = fs.String("cert", "", "this end's certificate (PEM `file`)")
+	o.key = fs.String("key", "", "this end's private key (PEM `file`)")
+	o.ca = fs.String("ca", "", "the CA that signs the other end's certificate (PEM `file`)")
 	if role == config.Inbound {
-		fs.Var(&allow, "allow-san", "accept only client certificates carrying this `SAN` (DNS, URI, IP or email), repeatable; default: any certificate signed by --ca")
-		fs.Var(&allow, "allow-client", "the same as --allow-san (its earlier name)")
+		fs.Var(&o.allow, "allow-san", "accept only client certificates carrying this `SAN` (DNS, URI, IP or email), repeatable; default: any certificate signed by --ca")
+		fs.Var(&o.allow, "allow-client", "the same as --allow-san (its earlier name)")
 	} else {
-		fs.StringVar(&serverName, "server-name", "", "`name` the inbound end's certificate must carry (default: the --remote host)")
+		fs.StringVar(&o.serverName, "server-name", "", "`name` the inbound end's certificate must carry (default: the --remote host)")
 	}
-	tag := fs.String("scitag", "", "scitags `experiment/activity` to stamp on the IPv6 flow label, names or ids: atlas/Production_Output, 2/16")
-	entropy := fs.Bool("entropy", true, "fill the flow label's five entropy bits with fresh random bits per connection (keeps ECMP hashing spread)")
-	fireflies := fs.Bool("fireflies", false, "announce each flow's start and end with scitags fireflies (UDP port 10514)")
-	var collectors listFlag
-	fs.Var(&collectors, "firefly-collector", "`host:port` that receives fireflies (port 10514 by convention), repeatable; implies --fireflies")
-	toPeer := fs.Bool("firefly-to-peer", false, "also send fireflies to the flow's peer on port 10514, as flowd does; implies --fireflies")
-	admin := fs.String("admin", contract.ListenAddress(contract.AdminPort), "admin HTTP `address`: /healthz, /readyz, /metrics, /v1/status, /v1/connections")
-	listenAddr := fs.String("listen-address", "::", "`address` the listeners bind to")
-	dial := fs.Duration("dial-timeout", 10*time.Second, "bound on each connection to the target")
-	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long active connections may finish")
-	idle := fs.Duration("idle-timeout", 0, "close connections idle this long in both directions (0: never)")
-	tunnel := fs.String("name", "cli/"+name, "tunnel `name` in metrics, logs and /v1/status")
-	printConfig := fs.Bool("print-config", false, "print the configuration as JSON (for 'scitunnel run --config') and exit")
+	o.tag = fs.String("scitag", "", "scitags `experiment/activity` to stamp on the IPv6 flow label, names or ids: atlas/Production_Output, 2/16")
+	o.entropy = fs.Bool("entropy", true, "fill the flow label's five entropy bits with fresh random bits per connection (keeps ECMP hashing spread)")
+	o.fireflies = fs.Bool("fireflies", false, "announce each flow's start and end with scitags fireflies (UDP port 10514)")
+	fs.Var(&o.collectors, "firefly-collector", "`host:port` that receives fireflies (port 10514 by convention), repeatable; implies --fireflies")
+	o.toPeer = fs.Bool("firefly-to-peer", false, "also send fireflies to the flow's peer on port 10514, as flowd does; implies --fireflies")
+	o.admin = fs.String("admin", contract.ListenAddress(contract.AdminPort), "admin HTTP `address`: /healthz, /readyz, /metrics, /v1/status, /v1/connections")
+	o.listenAddr = fs.String("listen-address", "::", "`address` the listeners bind to")
+	o.dial = fs.Duration("dial-timeout", 10*time.Second, "bound on each connection to the target")
+	o.drain = fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long active connections may finish")
+	o.idle = fs.Duration("idle-timeout", 0, "close connections idle this long in both directions (0: never)")
+	o.tunnel = fs.String("name", "cli/"+name, "tunnel `name` in metrics, logs and /v1/status")
+	o.printConfig = fs.Bool("print-config", false, "print the configuration as JSON (for 'scitunnel run --config') and exit")
 	fs.Usage = func() {
 		if role == config.Inbound {
 			fmt.Fprint(fs.Output(), inboundHelp)
@@ -80,66 +109,62 @@ func parseEndFlags(role config.Role, args []string) (*config.Config, bool, int) 
 		}
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, false, 0
-		}
-		return nil, false, 2
-	}
-	fail := func(err error) (*config.Config, bool, int) { return nil, false, usageError(name, err) }
-	if fs.NArg() > 0 {
-		return fail(fmt.Errorf("unexpected arguments %q (flags come before nothing else)", fs.Args()))
-	}
+	return fs, o
+}
 
+// config builds the end's configuration from the parsed flags and validates it with
+// dataplane/config, reporting problems in the flags' terms.
+func (o *endOptions) config(role config.Role) (*config.Config, error) {
 	cfg := &config.Config{
-		Tunnel: *tunnel, Role: role, Protocol: config.Protocol(strings.ToUpper(*protocol)),
-		AdminAddress: *admin, ListenAddress: *listenAddr, MaxDatagramSize: *maxDatagram,
-		DialTimeout:  config.Duration{Duration: *dial},
-		DrainTimeout: config.Duration{Duration: *drain}, IdleTimeout: config.Duration{Duration: *idle},
+		Tunnel: *o.tunnel, Role: role, Protocol: config.Protocol(strings.ToUpper(*o.protocol)),
+		AdminAddress: *o.admin, ListenAddress: *o.listenAddr, MaxDatagramSize: *o.maxDatagram,
+		DialTimeout:  config.Duration{Duration: *o.dial},
+		DrainTimeout: config.Duration{Duration: *o.drain}, IdleTimeout: config.Duration{Duration: *o.idle},
 	}
 	if cfg.Protocol == config.UDP {
-		cfg.UDPTransport = normalizeTransport(*udpTransport)
+		cfg.UDPTransport = normalizeTransport(*o.udpTransport)
 	}
-	ports, err := portsFlag("--listen", *listen, *numConn)
+	ports, err := portsFlag("--listen", *o.listen, *o.numConn)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
+	targets := o.targets
 	if role == config.Outbound {
-		if targets, err = remoteTargets(remote, *numConn); err != nil {
-			return fail(err)
+		if targets, err = remoteTargets(o.remote, *o.numConn); err != nil {
+			return nil, err
 		}
 		if len(targets) != len(ports) {
-			return fail(fmt.Errorf("--listen gives %d ports and --remote %d: give one local port per remote port", len(ports), len(targets)))
+			return nil, fmt.Errorf("--listen gives %d ports and --remote %d: give one local port per remote port", len(ports), len(targets))
 		}
 	}
 	if len(targets) == 0 {
-		return fail(errors.New("--target: at least one producer host:port is required, e.g. --target [2001:db8::5]:5074"))
+		return nil, errors.New("--target: at least one producer host:port is required, e.g. --target [2001:db8::5]:5074")
 	}
 	if cfg.Routes, err = config.Expand(ports, targets); err != nil {
-		return fail(fmt.Errorf("--listen/--target: %w", err))
+		return nil, fmt.Errorf("--listen/--target: %w", err)
 	}
-	if *cert != "" || *key != "" || *ca != "" || len(allow) > 0 || serverName != "" {
-		cfg.TLS = &config.TLSConfig{CertFile: *cert, KeyFile: *key, CAFile: *ca, AllowedSANs: allow, ServerName: serverName}
+	if *o.cert != "" || *o.key != "" || *o.ca != "" || len(o.allow) > 0 || o.serverName != "" {
+		cfg.TLS = &config.TLSConfig{CertFile: *o.cert, KeyFile: *o.key, CAFile: *o.ca, AllowedSANs: o.allow, ServerName: o.serverName}
 	}
-	if *tag != "" {
-		s, err := parseScitag(*tag)
+	if *o.tag != "" {
+		s, err := parseScitag(*o.tag)
 		if err != nil {
-			return fail(fmt.Errorf("--scitag: %w", err))
+			return nil, fmt.Errorf("--scitag: %w", err)
 		}
-		s.Entropy = *entropy
+		s.Entropy = *o.entropy
 		cfg.Scitag = s
 	}
-	if *fireflies || len(collectors) > 0 || *toPeer {
-		cfg.Fireflies = &config.Fireflies{Enabled: true, Collectors: collectors, ToPeer: *toPeer, Application: "scitunnel"}
+	if *o.fireflies || len(o.collectors) > 0 || *o.toPeer {
+		cfg.Fireflies = &config.Fireflies{Enabled: true, Collectors: o.collectors, ToPeer: *o.toPeer, Application: "scitunnel"}
 	}
 	if cfg.NeedsTLS() && cfg.TLS == nil {
-		return fail(fmt.Errorf("--cert, --key and --ca are required for protocol %s\n('scitunnel certs' makes the certificates; --protocol TCP relays unencrypted)", cfg.Protocol))
+		return nil, fmt.Errorf("--cert, --key and --ca are required for protocol %s\n('scitunnel certs' makes the certificates; --protocol TCP relays unencrypted)", cfg.Protocol)
 	}
 	cfg.Default()
 	if err := cfg.Validate(); err != nil {
-		return fail(inFlagTerms(err, endFlags(role)))
+		return nil, inFlagTerms(err, endFlags(role))
 	}
-	return cfg, *printConfig, 0
+	return cfg, nil
 }
 
 // endFlags names the flag that sets each configuration field (config.FieldError.Name) of an

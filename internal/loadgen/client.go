@@ -93,6 +93,8 @@ func Run(ctx context.Context, o Options) Result {
 	return res
 }
 
+// runConn runs one connection: it dials, sends the request, and hands the stream to receive
+// (get) or sendAndCheck (put), which fill in the result.
 func runConn(ctx context.Context, o Options, seed uint64) (r ConnResult) {
 	r.Seed = seed
 	d := net.Dialer{Timeout: o.DialTimeout}
@@ -126,57 +128,68 @@ func runConn(ctx context.Context, o Options, seed uint64) (r ConnResult) {
 
 	switch o.Op {
 	case OpGet:
-		v := NewVerifier(seed)
-		_, err := io.CopyBuffer(v, conn, make([]byte, chunk))
-		verdict := v.Verdict()
-		r.Bytes, r.SHA256 = verdict.Bytes, verdict.Sum()
-		unboundedEnd := o.Bytes == 0 && ctx.Err() != nil
-		if err != nil && !unboundedEnd {
-			r.Error = err.Error()
-		}
-		r.Verified = verdict.OK() && r.Error == "" && r.Bytes > 0 && (o.Bytes == 0 || r.Bytes == o.Bytes)
-		if verdict.OK() && o.Bytes > 0 && r.Bytes != o.Bytes && r.Error == "" {
-			r.Error = fmt.Sprintf("received %d of %d bytes", r.Bytes, o.Bytes)
-		}
-		if !verdict.OK() {
-			r.Error = fmt.Sprintf("byte %d differs from what the producer sent", verdict.FirstMismatch)
-		}
+		receive(ctx, conn, o, &r)
 	case OpPut:
-		n, sum, err := send(conn, seed, o.Bytes, o.RateBitsPerSecond)
-		r.Bytes, r.SHA256 = n, sum
-		if err != nil && !(o.Bytes == 0 && ctx.Err() != nil) {
-			r.Error = "sending: " + err.Error()
-			return r
-		}
-		tc, ok := conn.(*net.TCPConn)
-		if !ok {
-			r.Error = "not a TCP connection"
-			return r
-		}
-		if err := tc.CloseWrite(); err != nil {
-			r.Error = "half-closing: " + err.Error()
-			return r
-		}
-		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-		b := make([]byte, verdictSize)
-		if _, err := io.ReadFull(conn, b); err != nil {
-			r.Error = "reading the verdict (does the path carry a half-close?): " + err.Error()
-			return r
-		}
-		var verdict Verdict
-		_ = verdict.UnmarshalBinary(b)
-		r.PeerSHA256 = verdict.Sum()
-		switch {
-		case !verdict.OK():
-			r.Error = fmt.Sprintf("the consumer's byte %d arrived altered", verdict.FirstMismatch)
-		case verdict.Bytes != n:
-			r.Error = fmt.Sprintf("sent %d bytes, %d arrived", n, verdict.Bytes)
-		case r.PeerSHA256 != r.SHA256:
-			r.Error = "checksums differ"
-		}
-		r.Verified = r.Error == "" && n > 0
+		sendAndCheck(ctx, conn, o, &r)
 	}
 	return r
+}
+
+// receive (get) reads the server's stream to its end, verifying it against r.Seed's stream.
+func receive(ctx context.Context, conn net.Conn, o Options, r *ConnResult) {
+	v := NewVerifier(r.Seed)
+	_, err := io.CopyBuffer(v, conn, make([]byte, chunk))
+	verdict := v.Verdict()
+	r.Bytes, r.SHA256 = verdict.Bytes, verdict.Sum()
+	unboundedEnd := o.Bytes == 0 && ctx.Err() != nil
+	if err != nil && !unboundedEnd {
+		r.Error = err.Error()
+	}
+	r.Verified = verdict.OK() && r.Error == "" && r.Bytes > 0 && (o.Bytes == 0 || r.Bytes == o.Bytes)
+	if verdict.OK() && o.Bytes > 0 && r.Bytes != o.Bytes && r.Error == "" {
+		r.Error = fmt.Sprintf("received %d of %d bytes", r.Bytes, o.Bytes)
+	}
+	if !verdict.OK() {
+		r.Error = fmt.Sprintf("byte %d differs from what the producer sent", verdict.FirstMismatch)
+	}
+}
+
+// sendAndCheck (put) sends r.Seed's stream, half-closes, and compares the server's verdict
+// with what was sent.
+func sendAndCheck(ctx context.Context, conn net.Conn, o Options, r *ConnResult) {
+	n, sum, err := send(conn, r.Seed, o.Bytes, o.RateBitsPerSecond)
+	r.Bytes, r.SHA256 = n, sum
+	if err != nil && !(o.Bytes == 0 && ctx.Err() != nil) {
+		r.Error = "sending: " + err.Error()
+		return
+	}
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		r.Error = "not a TCP connection"
+		return
+	}
+	if err := tc.CloseWrite(); err != nil {
+		r.Error = "half-closing: " + err.Error()
+		return
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	b := make([]byte, verdictSize)
+	if _, err := io.ReadFull(conn, b); err != nil {
+		r.Error = "reading the verdict (does the path carry a half-close?): " + err.Error()
+		return
+	}
+	var verdict Verdict
+	_ = verdict.UnmarshalBinary(b)
+	r.PeerSHA256 = verdict.Sum()
+	switch {
+	case !verdict.OK():
+		r.Error = fmt.Sprintf("the consumer's byte %d arrived altered", verdict.FirstMismatch)
+	case verdict.Bytes != n:
+		r.Error = fmt.Sprintf("sent %d bytes, %d arrived", n, verdict.Bytes)
+	case r.PeerSHA256 != r.SHA256:
+		r.Error = "checksums differ"
+	}
+	r.Verified = r.Error == "" && n > 0
 }
 
 // isConnReset: the peer went away mid-stream.

@@ -1,0 +1,101 @@
+package config
+
+// The telemetry section: the sFlow sidecar's settings, their defaults and validation. The
+// sidecar builds this section from its flags too, so it stands on its own, apart from config.go.
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/scitunnel/scitunnel/dataplane/contract"
+)
+
+// Telemetry configures the sFlow sidecar.
+type Telemetry struct {
+	// SamplingRate N samples 1 in N packets; 0 turns the in-pod sampler off.
+	SamplingRate int `json:"samplingRate"`
+	// PollingInterval between interface counter samples. Default 20s.
+	PollingInterval Duration `json:"pollingInterval,omitempty"`
+	// Interfaces to sample; empty means every non-loopback interface in the pod.
+	Interfaces []string `json:"interfaces,omitempty"`
+	// Collectors receive the sampler's sFlow datagrams besides the local analyzer
+	// ("host:port", e.g. an sFlow-RT at port 6343).
+	Collectors []string `json:"collectors,omitempty"`
+	// AnalyzerAddress is where the analyzer listens for sFlow (from our sampler and from
+	// switches). Default ":6343" (contract.SFlowPort).
+	AnalyzerAddress string `json:"analyzerAddress,omitempty"`
+	// HTTPAddress serves /v1/flows, /v1/tags and /metrics. Default ":9091" (contract.AnalyzerPort).
+	HTTPAddress string `json:"httpAddress,omitempty"`
+	// Window is the smoothing window of the rate estimates. Default 10s.
+	Window Duration `json:"window,omitempty"`
+	// RegistryFile is a scitags registry (api.json format) to name tags; empty means the
+	// snapshot compiled into the binary.
+	RegistryFile string `json:"registryFile,omitempty"`
+	// FireflyAddress, when set (e.g. ":10514"), makes the analyzer listen for scitags fireflies:
+	// a flow announced with a tag is the other second signal for that tag. Empty: off.
+	FireflyAddress string `json:"fireflyAddress,omitempty"`
+	// AgentAddress is the IP address the sampler puts in its datagrams as the agent's; empty
+	// means the first global address of the sampled interfaces (the pod IP).
+	AgentAddress string `json:"agentAddress,omitempty"`
+}
+
+// Default fills the telemetry fields that have a default.
+func (t *Telemetry) Default() {
+	if t.PollingInterval.Duration == 0 {
+		t.PollingInterval.Duration = 20 * time.Second
+	}
+	if t.AnalyzerAddress == "" {
+		t.AnalyzerAddress = contract.ListenAddress(contract.SFlowPort)
+	}
+	if t.HTTPAddress == "" {
+		t.HTTPAddress = contract.ListenAddress(contract.AnalyzerPort)
+	}
+	if t.Window.Duration == 0 {
+		t.Window.Duration = 10 * time.Second
+	}
+}
+
+// Validate checks the sidecar's settings; the sFlow sidecar runs it on the section it builds
+// from its flags.
+func (t *Telemetry) Validate() error {
+	var p problems
+	if t.SamplingRate < 0 {
+		p.add("samplingRate", "is %d, must be 0 (off) or a positive 1-in-N rate", t.SamplingRate)
+	}
+	for i, a := range t.Collectors {
+		if err := checkHostPort(a); err != nil {
+			p.add(fmt.Sprintf("collectors[%d]", i), "%v", err)
+		}
+	}
+	for _, a := range []struct{ field, addr string }{
+		{"analyzerAddress", t.AnalyzerAddress}, {"httpAddress", t.HTTPAddress}, {"fireflyAddress", t.FireflyAddress},
+	} {
+		if a.addr == "" {
+			continue
+		}
+		if err := checkListenAddress(a.addr); err != nil {
+			p.add(a.field, "%v", err)
+		}
+	}
+	if t.AgentAddress != "" {
+		if _, err := netip.ParseAddr(t.AgentAddress); err != nil {
+			p.add("agentAddress", "%q is not an IP address", t.AgentAddress)
+		}
+	}
+	return p.err()
+}
+
+// checkListenAddress accepts "host:port" and ":port" (all addresses).
+func checkListenAddress(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not [host]:port (e.g. \":6343\", \"[::]:6343\")", s)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: port must be 0..65535", s)
+	}
+	return nil
+}
