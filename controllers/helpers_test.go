@@ -130,7 +130,7 @@ func setDeploymentAvailable(t *scitunnelv1.StreamTunnel, available int32) {
 
 // readyPod creates a proxy pod of t whose IP is loopback, so the controller's HTTP report
 // reader reaches the fake data plane.
-func readyPod(t *scitunnelv1.StreamTunnel, name string) *corev1.Pod {
+func readyPod(t *scitunnelv1.StreamTunnel, name string) {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: t.Namespace, Name: name, Labels: map[string]string{
 			"app.kubernetes.io/name":       "scitunnel-proxy",
@@ -148,7 +148,6 @@ func readyPod(t *scitunnelv1.StreamTunnel, name string) *corev1.Pod {
 		}},
 	}
 	ExpectWithOffset(1, k8sClient.Status().Update(ctx, p)).To(Succeed())
-	return p
 }
 
 // nudge changes an annotation: the way to make the controller look again at once.

@@ -35,10 +35,11 @@ func tableRows(ns string) (*metav1.Table, error) {
 	return table, err
 }
 
-func column(t *metav1.Table, row int, name string) any {
+// column is a cell of the table's first row (each test namespace holds one tunnel).
+func column(t *metav1.Table, name string) any {
 	for i, c := range t.ColumnDefinitions {
 		if c.Name == name {
-			return t.Rows[row].Cells[i]
+			return t.Rows[0].Cells[i]
 		}
 	}
 	return "<no column " + name + ">"
@@ -151,15 +152,15 @@ var _ = Describe("Conditions, live throughput and printer columns", Ordered, fun
 			table, err := tableRows(ns)
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(table.Rows).To(HaveLen(1))
-			g.Expect(column(table, 0, "Role")).To(Equal("Inbound"))
-			g.Expect(column(table, 0, "Ready")).To(Equal("True"))
-			g.Expect(column(table, 0, "Endpoint")).To(Equal("live." + ns + ".svc:5100"))
-			g.Expect(column(table, 0, "Scitag")).To(Equal("atlas.Production_Output"))
-			g.Expect(column(table, 0, "Throughput")).To(Equal("2.4 Gbit/s"))
-			g.Expect(column(table, 0, "FlowLabel")).To(Equal("0x10040"))
-			g.Expect(column(table, 0, "Connections")).To(BeEquivalentTo(6))
-			g.Expect(column(table, 0, "Message")).To(BeNil()) // empty: all is well
-			g.Expect(column(table, 0, "Age")).NotTo(BeEmpty())
+			g.Expect(column(table, "Role")).To(Equal("Inbound"))
+			g.Expect(column(table, "Ready")).To(Equal("True"))
+			g.Expect(column(table, "Endpoint")).To(Equal("live." + ns + ".svc:5100"))
+			g.Expect(column(table, "Scitag")).To(Equal("atlas.Production_Output"))
+			g.Expect(column(table, "Throughput")).To(Equal("2.4 Gbit/s"))
+			g.Expect(column(table, "FlowLabel")).To(Equal("0x10040"))
+			g.Expect(column(table, "Connections")).To(BeEquivalentTo(6))
+			g.Expect(column(table, "Message")).To(BeNil()) // empty: all is well
+			g.Expect(column(table, "Age")).NotTo(BeEmpty())
 			for _, c := range table.ColumnDefinitions {
 				if c.Name == "FlowLabel" || c.Name == "Connections" || c.Name == "Message" {
 					g.Expect(c.Priority).To(BeEquivalentTo(1), c.Name+" is a wide column")

@@ -97,8 +97,9 @@ type scope struct {
 	requeue      time.Duration
 }
 
-func (s *scope) set(typ string, status metav1.ConditionStatus, reason, message string) {
-	s.conds.Set(typ, status, reason, message)
+// set records CertificateReady, the one condition this controller writes.
+func (s *scope) set(status metav1.ConditionStatus, reason, message string) {
+	s.conds.Set(scitunnelv1.ConditionCertificateReady, status, reason, message)
 }
 
 // requeueAfter keeps the soonest non-zero requeue.
@@ -191,9 +192,9 @@ func (r *Reconciler) applyStatus(ctx context.Context, s *scope) error {
 	t := s.tunnel
 	if !s.conds.Has(scitunnelv1.ConditionCertificateReady) {
 		if b := s.ends.Blocked; b != nil {
-			s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionUnknown, b.Reason, "waiting: "+b.Message)
+			s.set(metav1.ConditionUnknown, b.Reason, "waiting: "+b.Message)
 		} else {
-			s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionUnknown, "Pending", "certificates not checked yet")
+			s.set(metav1.ConditionUnknown, "Pending", "certificates not checked yet")
 		}
 	}
 	all, owned := s.conds.Merge(t.Status.Conditions, t.Generation)

@@ -62,7 +62,7 @@ func (r *Reconciler) leafLifetime(t *scitunnelv1.StreamTunnel) time.Duration {
 func (r *Reconciler) reconcileCertificates(ctx context.Context, s *scope) error {
 	t := s.tunnel
 	if !ends.UsesTLS(t) {
-		s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionTrue, "NotRequired",
+		s.set(metav1.ConditionTrue, "NotRequired",
 			fmt.Sprintf("protocol %s uses no TLS", ends.EffectiveProtocol(t)))
 		s.certificates = nil
 		return nil
@@ -74,7 +74,7 @@ func (r *Reconciler) reconcileCertificates(ctx context.Context, s *scope) error 
 		s.service == nil && len(s.ends.ListenPorts) > 0 {
 		// The tunnel controller is creating the Service, whose addresses go in the server
 		// certificate: issuing now would mean issuing twice. Its creation triggers a pass.
-		s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionUnknown, "Pending",
+		s.set(metav1.ConditionUnknown, "Pending",
 			"waiting for the tunnel's Service, whose addresses go in the server certificate")
 		return nil
 	}
@@ -134,7 +134,7 @@ func (r *Reconciler) operatorInbound(ctx context.Context, s *scope) error {
 		statuses = append(statuses, certStatus("bundle", child.BundleSecretName(t), bundle))
 	}
 	s.certificates = statuses
-	s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionTrue, "Issued",
+	s.set(metav1.ConditionTrue, "Issued",
 		fmt.Sprintf("server certificate valid until %s, renewed after %s", server.NotAfter.UTC().Format(time.RFC3339), pki.RenewAt(server).UTC().Format(time.RFC3339)))
 	return nil
 }
@@ -301,7 +301,7 @@ func (r *Reconciler) operatorOutbound(ctx context.Context, s *scope) error {
 	t, in := s.tunnel, s.ends.Inbound
 	if certSource(in) != scitunnelv1.CertificatesOperator {
 		msg := fmt.Sprintf("the Inbound end %s/%s does not use operator-managed certificates: set spec.certificates on this end (source Secret or CertManager) to a certificate its CA trusts", in.Namespace, in.Name)
-		s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionFalse, "NoIssuer", msg)
+		s.set(metav1.ConditionFalse, "NoIssuer", msg)
 		return nil
 	}
 	caSec := &corev1.Secret{}
@@ -310,14 +310,14 @@ func (r *Reconciler) operatorOutbound(ctx context.Context, s *scope) error {
 		return err
 	}
 	if !found {
-		s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionFalse, "WaitingForCA",
+		s.set(metav1.ConditionFalse, "WaitingForCA",
 			fmt.Sprintf("waiting for the Inbound end %s/%s to create its CA", in.Namespace, in.Name))
 		s.requeueAfter(5 * time.Second)
 		return nil
 	}
 	ca, err := pki.ParseKeyPair(caSec.Data["ca.crt"], caSec.Data["ca.key"])
 	if err != nil {
-		s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionFalse, "WaitingForCA",
+		s.set(metav1.ConditionFalse, "WaitingForCA",
 			fmt.Sprintf("the CA Secret of %s/%s is not readable yet: %v", in.Namespace, in.Name, err))
 		s.requeueAfter(5 * time.Second)
 		return nil
@@ -329,16 +329,16 @@ func (r *Reconciler) operatorOutbound(ctx context.Context, s *scope) error {
 		URIs:       []string{child.Identity(r.trustDomain(t), t.Namespace, t.Name)},
 		Lifetime:   r.leafLifetime(t),
 	}
-	client, err := r.ensureLeaf(ctx, s, child.TLSSecretName(t), ca, req, labels, nil)
+	leaf, err := r.ensureLeaf(ctx, s, child.TLSSecretName(t), ca, req, labels, nil)
 	if err != nil {
 		return err
 	}
 	s.certificates = []scitunnelv1.CertificateStatus{
 		certStatus("ca", child.CASecretName(in.Name), ca.Cert),
-		certStatus("client", child.TLSSecretName(t), client),
+		certStatus("client", child.TLSSecretName(t), leaf),
 	}
-	s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionTrue, "Issued",
-		fmt.Sprintf("client certificate from %s/%s's CA valid until %s", in.Namespace, in.Name, client.NotAfter.UTC().Format(time.RFC3339)))
+	s.set(metav1.ConditionTrue, "Issued",
+		fmt.Sprintf("client certificate from %s/%s's CA valid until %s", in.Namespace, in.Name, leaf.NotAfter.UTC().Format(time.RFC3339)))
 	return nil
 }
 

@@ -32,7 +32,7 @@ func (r *Reconciler) useSecret(ctx context.Context, s *scope, name, kind, howTo 
 		return err
 	}
 	fail := func(reason, msg string) {
-		s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionFalse, reason, msg)
+		s.set(metav1.ConditionFalse, reason, msg)
 	}
 	if !found {
 		fail("SecretNotFound", fmt.Sprintf("Secret %q not found: %s", name, howTo))
@@ -65,10 +65,10 @@ func (r *Reconciler) useSecret(ctx context.Context, s *scope, name, kind, howTo 
 	}
 	if !s.now.Before(pki.RenewAt(c)) && kind != "cert-manager" {
 		// Still valid, but the user must act: the tunnel controller reports it as Degraded.
-		s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionTrue, ReasonExpiring,
+		s.set(metav1.ConditionTrue, ReasonExpiring,
 			fmt.Sprintf("the certificate in Secret %q expires at %s: replace it before then", name, c.NotAfter.UTC().Format(time.RFC3339)))
 	} else {
-		s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionTrue, "Valid",
+		s.set(metav1.ConditionTrue, "Valid",
 			fmt.Sprintf("%s certificate in Secret %q valid until %s", kind, name, c.NotAfter.UTC().Format(time.RFC3339)))
 	}
 	if s.now.Before(pki.RenewAt(c)) {
@@ -112,7 +112,7 @@ func (r *Reconciler) certManager(ctx context.Context, s *scope) error {
 		req := r.serverRequest(s)
 		spec["commonName"] = req.CommonName
 		spec["dnsNames"] = toAny(req.DNSNames)
-		var ips []string
+		ips := make([]string, 0, len(req.IPs))
 		for _, ip := range req.IPs {
 			ips = append(ips, ip.String())
 		}
@@ -128,7 +128,7 @@ func (r *Reconciler) certManager(ctx context.Context, s *scope) error {
 	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), child.FieldOwner, client.ForceOwnership); err != nil {
 		if meta.IsNoMatchError(err) {
 			msg := "spec.certificates.source is CertManager but the cert-manager Certificate API (cert-manager.io/v1) is not installed: install cert-manager, or use source Operator"
-			s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionFalse, "CertManagerNotInstalled", msg)
+			s.set(metav1.ConditionFalse, "CertManagerNotInstalled", msg)
 			s.requeueAfter(time.Minute)
 			return nil
 		}
@@ -144,7 +144,7 @@ func (r *Reconciler) certManager(ctx context.Context, s *scope) error {
 		if reason, m := certificateNotReady(u); reason != "" {
 			msg += fmt.Sprintf(" (%s: %s)", reason, m)
 		}
-		s.set(scitunnelv1.ConditionCertificateReady, metav1.ConditionFalse, "Issuing", msg)
+		s.set(metav1.ConditionFalse, "Issuing", msg)
 		s.requeueAfter(15 * time.Second)
 		return nil
 	}

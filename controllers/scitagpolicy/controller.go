@@ -5,6 +5,7 @@
 package scitagpolicy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,7 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"cmp"
+	"k8s.io/utils/ptr"
 
 	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
 	"github.com/scitunnel/scitunnel/controllers/internal/child"
@@ -38,7 +39,6 @@ import (
 	"github.com/scitunnel/scitunnel/controllers/internal/tagpolicy"
 	"github.com/scitunnel/scitunnel/controllers/internal/watch"
 	"github.com/scitunnel/scitunnel/dataplane/scitag"
-	"k8s.io/utils/ptr"
 )
 
 // Reconciler resolves a policy's experiment/activity against its registry,

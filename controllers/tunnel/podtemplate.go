@@ -72,9 +72,8 @@ func volumes(s *scope) []*corev1ac.VolumeApplyConfiguration {
 func (r *Reconciler) proxyContainer(s *scope) *corev1ac.ContainerApplyConfiguration {
 	t := s.tunnel
 	proto := listenerProtocol(t)
-	ports := []*corev1ac.ContainerPortApplyConfiguration{
-		corev1ac.ContainerPort().WithName("admin").WithContainerPort(contract.AdminPort).WithProtocol(corev1.ProtocolTCP),
-	}
+	ports := make([]*corev1ac.ContainerPortApplyConfiguration, 0, 1+len(s.ends.ListenPorts))
+	ports = append(ports, corev1ac.ContainerPort().WithName("admin").WithContainerPort(contract.AdminPort).WithProtocol(corev1.ProtocolTCP))
 	for i, p := range s.ends.ListenPorts {
 		ports = append(ports, corev1ac.ContainerPort().WithName(portName(i)).WithContainerPort(int32(p)).WithProtocol(proto))
 	}
