@@ -85,7 +85,8 @@ var _ = Describe("StreamTunnel children", func() {
 		Expect(svc.Spec.Ports[2].Port).To(BeEquivalentTo(5102))
 		Expect(svc.Spec.Ports[2].Protocol).To(Equal(corev1.ProtocolTCP))
 
-		By("the CA, the server certificate and the connection bundle")
+		By("the CA, the server certificate and the connection bundle (the certificates controller's)")
+		Eventually(func(g Gomega) { secret(g, ns, "detector-bundle") }, timeout, interval).Should(Succeed())
 		ca := secret(Default, ns, "detector-ca")
 		ownedBy(Default, ca, t)
 		caCert := cert(Default, ca.Data["ca.crt"])
@@ -112,9 +113,9 @@ var _ = Describe("StreamTunnel children", func() {
 		Expect(info.Ports).To(Equal([]int{5100, 5101, 5102}))
 		Expect(info.Address).To(Equal("detector." + ns + ".svc"))
 
-		By("the Deployment: proxy and sFlow sidecar, restricted security, probes, mounts, reflection sysctl")
+		By("the Deployment (once the certificates are ready): proxy and sFlow sidecar, restricted security, probes, mounts, reflection sysctl")
 		var d appsv1.Deployment
-		Expect(k8sClient.Get(ctx, key(t), &d)).To(Succeed())
+		Eventually(func() error { return k8sClient.Get(ctx, key(t), &d) }, timeout, interval).Should(Succeed())
 		ownedBy(Default, &d, t)
 		Expect(*d.Spec.Replicas).To(BeEquivalentTo(1))
 		pod := d.Spec.Template.Spec
@@ -227,7 +228,7 @@ var _ = Describe("StreamTunnel children", func() {
 
 		By("the pod template carries the placement and resources")
 		var d appsv1.Deployment
-		Expect(k8sClient.Get(ctx, key(t), &d)).To(Succeed())
+		Eventually(func() error { return k8sClient.Get(ctx, key(t), &d) }, timeout, interval).Should(Succeed())
 		pod := d.Spec.Template.Spec
 		Expect(pod.Affinity).To(Equal(affinity))
 		Expect(pod.TopologySpreadConstraints).To(Equal(spread))
