@@ -212,9 +212,13 @@ var _ = Describe("A tunnel between a producer and a consumer", Ordered, func() {
 		for _, name := range []string{inbound, outbound} {
 			Expect(wide[name]).To(HaveKeyWithValue("FLOWLABEL", scitag.FormatLabel(label)))
 		}
-		t := getTunnel(inbound)
-		Expect(condition(t, "FlowLabelApplied")).NotTo(BeNil())
-		Expect(condition(t, "FlowLabelApplied").Status).To(Equal(metav1.ConditionTrue), condition(t, "FlowLabelApplied").Message)
+		// The telemetry controller writes FlowLabelApplied from the ready pods' reports, a poll
+		// after READY.
+		Eventually(func(g Gomega) {
+			c := condition(getTunnel(inbound), "FlowLabelApplied")
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Status).To(Equal(metav1.ConditionTrue), c.Message)
+		}, 30*time.Second, time.Second).Should(Succeed())
 	})
 
 	It("carries data both ways through the tunnel, every byte verified", func() {
