@@ -50,15 +50,16 @@ func runCLI(t *testing.T, args ...string) result {
 	cmd := exec.Command(binary, args...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	done := make(chan error, 1)
+	done := make(chan struct{})
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { done <- cmd.Wait() }()
+	// The exit code, read below from cmd.ProcessState, is the result: Wait's error adds nothing.
+	go func() { _ = cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
+		_ = cmd.Process.Kill()
 		<-done
 		t.Fatalf("scitunnel %s did not exit (it should have refused to start)\nstderr: %s", strings.Join(args, " "), errOut.String())
 	}
@@ -123,9 +124,9 @@ func echoServer(t *testing.T, greeting string) string {
 	return testutil.ServeTCP(t, "[::1]:0", func(c net.Conn) {
 		defer c.Close()
 		if greeting != "" {
-			c.Write([]byte(greeting))
+			_, _ = c.Write([]byte(greeting))
 		}
-		io.Copy(c, c)
+		_, _ = io.Copy(c, c)
 	})
 }
 
@@ -162,9 +163,13 @@ func TestBadConfigurationNamesTheFieldAndBindsNothing(t *testing.T) {
 	takenPort := taken.Addr().(*net.TCPAddr).Port
 
 	badJSON := filepath.Join(dir, "bad.json")
-	os.WriteFile(badJSON, []byte(`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":`+port(free1)+`,"target":"producer"}]}`), 0o600)
+	if err := os.WriteFile(badJSON, []byte(`{"version":1,"role":"Inbound","protocol":"TCP","routes":[{"listenPort":`+port(free1)+`,"target":"producer"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	unknownField := filepath.Join(dir, "typo.json")
-	os.WriteFile(unknownField, []byte(`{"version":1,"role":"Inbound","protocol":"TCP","routez":[]}`), 0o600)
+	if err := os.WriteFile(unknownField, []byte(`{"version":1,"role":"Inbound","protocol":"TCP","routez":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	cases := []struct {
 		name  string
@@ -294,7 +299,9 @@ func TestInboundOutboundEndToEndAndDrain(t *testing.T) {
 
 func echoCheck(t *testing.T, c net.Conn, msg string) {
 	t.Helper()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.Write([]byte(msg)); err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +309,9 @@ func echoCheck(t *testing.T, c net.Conn, msg string) {
 	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
 		t.Fatalf("echo of %q: %q, %v", msg, buf, err)
 	}
-	c.SetDeadline(time.Time{})
+	if err := c.SetDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // configMount is a config.json mounted as the kubelet mounts a ConfigMap: the file is a symlink
@@ -316,7 +325,9 @@ type configMount struct {
 func newConfigMount(t *testing.T, target string) *configMount {
 	m := &configMount{t: t, dir: t.TempDir(), entry: testutil.FreePort(t), admin: testutil.FreePort(t)}
 	m.write("1", target)
-	os.Symlink("..data/config.json", filepath.Join(m.dir, "config.json"))
+	if err := os.Symlink("..data/config.json", filepath.Join(m.dir, "config.json")); err != nil {
+		t.Fatal(err)
+	}
 	return m
 }
 
@@ -325,10 +336,16 @@ func (m *configMount) write(version, target string) {
 	doc := fmt.Sprintf(`{"version":1,"tunnel":"t/reload","role":"Outbound","protocol":"TCP","adminAddress":"[::1]:%d",
 		"routes":[{"listenPort":%d,"target":%q}]}`, m.admin, m.entry, target)
 	data := filepath.Join(m.dir, "..data-"+version)
-	os.MkdirAll(data, 0o755)
-	os.WriteFile(filepath.Join(data, "config.json"), []byte(doc), 0o644)
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		m.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "config.json"), []byte(doc), 0o644); err != nil {
+		m.t.Fatal(err)
+	}
 	// The kubelet's atomic update: a new directory, then one rename of the ..data symlink.
-	os.Symlink(filepath.Base(data), filepath.Join(m.dir, "..data.tmp"))
+	if err := os.Symlink(filepath.Base(data), filepath.Join(m.dir, "..data.tmp")); err != nil {
+		m.t.Fatal(err)
+	}
 	if err := os.Rename(filepath.Join(m.dir, "..data.tmp"), filepath.Join(m.dir, "..data")); err != nil {
 		m.t.Fatal(err)
 	}
@@ -393,11 +410,15 @@ func greeting(t *testing.T, p int) greeted {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	buf := make([]byte, 1)
 	if _, err := io.ReadFull(c, buf); err != nil {
 		t.Fatal(err)
 	}
-	c.SetReadDeadline(time.Time{})
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
 	return greeted{c: c, got: string(buf)}
 }

@@ -47,11 +47,10 @@ func TestSflowFlagErrors(t *testing.T) {
 
 // sidecarRun is a `scitunnel sflow` process started by startSidecar.
 type sidecarRun struct {
-	cmd                 *exec.Cmd
-	sflow, http         string // where it serves
-	saidNeedsNetRaw     bool   // it logged that the sampler needs NET_RAW
-	saidSamplerOn       bool   // it logged that the sampler runs
-	registryDescription string
+	cmd             *exec.Cmd
+	sflow, http     string // where it serves
+	saidNeedsNetRaw bool   // it logged that the sampler needs NET_RAW
+	saidSamplerOn   bool   // it logged that the sampler runs
 }
 
 // startSidecar runs the sidecar from a copy of the binary (the shared one sits in a private

@@ -42,7 +42,7 @@ func (m *kubeletMount) update(t *testing.T, files map[string]string) {
 		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		os.Chtimes(p, old, old)
+		setMtime(t, p, old)
 	}
 	tmp := filepath.Join(m.dir, "..data_tmp")
 	if err := os.Symlink(filepath.Base(data), tmp); err != nil {
@@ -54,6 +54,21 @@ func (m *kubeletMount) update(t *testing.T, files map[string]string) {
 }
 
 func (m *kubeletMount) path(name string) string { return filepath.Join(m.dir, name) }
+
+func writeFile(t *testing.T, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// setMtime sets a file's access and modification times to mtime.
+func setMtime(t *testing.T, name string, mtime time.Time) {
+	t.Helper()
+	if err := os.Chtimes(name, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+}
 
 func TestPollNoticesSymlinkSwapsAndInPlaceWritesNotTouches(t *testing.T) {
 	m := newKubeletMount(t, map[string]string{"tls.crt": "cert-1", "tls.key": "key-1"})
@@ -73,15 +88,15 @@ func TestPollNoticesSymlinkSwapsAndInPlaceWritesNotTouches(t *testing.T) {
 	}
 	m.update(t, map[string]string{"tls.crt": "cert-2", "tls.key": "key-2"}) // same contents, new directory
 	now := time.Now().Add(time.Minute)
-	os.Chtimes(m.path("tls.crt"), now, now)
+	setMtime(t, m.path("tls.crt"), now)
 	if w.Poll() {
 		t.Fatal("a swap to identical contents, and a touch, reported a change")
 	}
 	// Written in place (not a kubelet mount, a file on a bare host): same size, same mtime.
 	target, _ := filepath.EvalSymlinks(m.path("tls.key"))
 	st, _ := os.Stat(target)
-	os.WriteFile(target, []byte("key-3"), 0o644)
-	os.Chtimes(target, st.ModTime(), st.ModTime())
+	writeFile(t, target, "key-3")
+	setMtime(t, target, st.ModTime())
 	if !w.Poll() || got[len(got)-1][1] != "key-3" {
 		t.Fatalf("an in-place write of the same size and mtime was missed: %v", got)
 	}
@@ -90,7 +105,7 @@ func TestPollNoticesSymlinkSwapsAndInPlaceWritesNotTouches(t *testing.T) {
 func TestInitialIsTheBaseline(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "config.json")
-	os.WriteFile(f, []byte("v2"), 0o644)
+	writeFile(t, f, "v2")
 	changes := 0
 	// The caller loaded "v1"; the file changed before the watcher started.
 	w := &Watcher{Files: []string{f}, Initial: [][]byte{[]byte("v1")}, OnChange: func([][]byte) { changes++ }}
@@ -102,7 +117,7 @@ func TestInitialIsTheBaseline(t *testing.T) {
 func TestUnreadableFilesReportOnceAndKeepTheBaseline(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "registry.json")
-	os.WriteFile(f, []byte("a"), 0o644)
+	writeFile(t, f, "a")
 	var errs, changes int
 	w := &Watcher{Files: []string{f}, OnChange: func([][]byte) { changes++ }, OnError: func(error) { errs++ }}
 	w.Poll()
@@ -115,11 +130,11 @@ func TestUnreadableFilesReportOnceAndKeepTheBaseline(t *testing.T) {
 	if errs != 1 {
 		t.Fatalf("OnError called %d times for one lasting error, want 1", errs)
 	}
-	os.WriteFile(f, []byte("a"), 0o644)
+	writeFile(t, f, "a")
 	if w.Poll() || changes != 0 {
 		t.Fatal("the same contents back after an error counted as a change")
 	}
-	os.WriteFile(f, []byte("b"), 0o644)
+	writeFile(t, f, "b")
 	if !w.Poll() || changes != 1 {
 		t.Fatal("a change after an error was missed")
 	}
@@ -128,14 +143,14 @@ func TestUnreadableFilesReportOnceAndKeepTheBaseline(t *testing.T) {
 func TestRunPollsUntilCancelled(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "f")
-	os.WriteFile(f, []byte("1"), 0o644)
+	writeFile(t, f, "1")
 	changed := make(chan string, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	w := &Watcher{Files: []string{f}, Interval: 10 * time.Millisecond, Initial: [][]byte{[]byte("1")},
 		OnChange: func(c [][]byte) { changed <- string(c[0]) }}
 	go func() { w.Run(ctx); close(done) }()
-	os.WriteFile(f, []byte("2"), 0o644)
+	writeFile(t, f, "2")
 	select {
 	case got := <-changed:
 		if got != "2" {

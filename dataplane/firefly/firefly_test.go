@@ -125,7 +125,9 @@ func TestSenderDeliversToCollectors(t *testing.T) {
 	for i, pc := range collectors {
 		for _, want := range []string{`"state":"start"`, `"state":"end"`} {
 			buf := make([]byte, 2048)
-			pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if err := pc.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
 			n, _, err := pc.ReadFrom(buf)
 			if err != nil {
 				t.Fatalf("collector %d: %v", i, err)

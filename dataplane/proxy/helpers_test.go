@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"hash"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -230,7 +229,7 @@ func sendAndHash(w io.Writer, seed byte, n int64) (string, error) {
 
 // readAndHash reads r to EOF and returns the SHA-256 and count.
 func readAndHash(r io.Reader) (string, int64, error) {
-	var h hash.Hash = sha256.New()
+	h := sha256.New()
 	n, err := io.CopyBuffer(h, r, make([]byte, 256<<10))
 	return hex.EncodeToString(h.Sum(nil)), n, err
 }

@@ -21,7 +21,7 @@ import (
 // (the TLS stream arrives over TCP), UDP for datagrams arriving as datagrams.
 func (p *Proxy) listen(cfg *config.Config, port int) error {
 	addr := net.JoinHostPort(cfg.ListenAddress, strconv.Itoa(port))
-	if cfg.Protocol == config.UDP && !(cfg.Role == config.Inbound && cfg.UDPTransport == config.UDPOverTLS) {
+	if cfg.Protocol == config.UDP && (cfg.Role != config.Inbound || cfg.UDPTransport != config.UDPOverTLS) {
 		pc, err := net.ListenPacket("udp", addr)
 		if err != nil {
 			return fmt.Errorf("routes: listen port %d: %w", port, err)

@@ -20,7 +20,7 @@ import (
 
 // bothWays streams n bytes from the consumer to the producer and n bytes back at the same
 // time through entry, and checks both hashes.
-func bothWays(t *testing.T, entry string, prod *producer, results chan [2]string, n int64) {
+func bothWays(t *testing.T, entry string, results chan [2]string, n int64) {
 	t.Helper()
 	c, err := net.Dial("tcp", entry)
 	if err != nil {
@@ -33,7 +33,9 @@ func bothWays(t *testing.T, entry string, prod *producer, results chan [2]string
 		if err != nil {
 			t.Errorf("consumer send: %v", err)
 		}
-		c.(*net.TCPConn).CloseWrite()
+		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Errorf("consumer half-close: %v", err)
+		}
 		sentUp <- h
 	}()
 	gotDown, count, err := readAndHash(c)
@@ -57,7 +59,7 @@ func hashingProducer(t *testing.T, n int64) (*producer, chan [2]string) {
 		sent := make(chan string, 1)
 		go func() {
 			h, _ := sendAndHash(c, 2, n)
-			c.(*net.TCPConn).CloseWrite()
+			_ = c.(*net.TCPConn).CloseWrite()
 			sent <- h
 		}()
 		got, _, _ := readAndHash(c)
@@ -70,7 +72,7 @@ func TestTLSPairCarriesOneGiBEachWay(t *testing.T) {
 	const n = 1 << 30
 	prod, results := hashingProducer(t, n)
 	pr := startPair(t, pairOptions{producers: []string{prod.addr}, allowed: []string{clientIdentity}})
-	bothWays(t, pr.entries[0], prod, results, n)
+	bothWays(t, pr.entries[0], results, n)
 
 	// The exact counts are reported per tag and connection.
 	eventually(t, "the connection to end", 2*time.Second, func() bool { return len(pr.in.Connections().Active) == 0 })
@@ -93,7 +95,7 @@ func TestTCPPairCarriesDataEachWay(t *testing.T) {
 	const n = 256 << 20
 	prod, results := hashingProducer(t, n)
 	pr := startPair(t, pairOptions{protocol: config.TCP, producers: []string{prod.addr}})
-	bothWays(t, pr.entries[0], prod, results, n)
+	bothWays(t, pr.entries[0], results, n)
 }
 
 func TestManyConcurrentConnections(t *testing.T) {
@@ -114,7 +116,7 @@ func TestManyConcurrentConnections(t *testing.T) {
 			defer c.Close()
 			go func() {
 				_, _ = sendAndHash(c, byte(i), size)
-				c.(*net.TCPConn).CloseWrite()
+				_ = c.(*net.TCPConn).CloseWrite()
 			}()
 			got, n, err := readAndHash(c)
 			want, _ := sendAndHash(io.Discard, byte(i), size)
@@ -141,7 +143,7 @@ func TestParallelStreamsMapRoundRobin(t *testing.T) {
 			mu.Lock()
 			hits[name]++
 			mu.Unlock()
-			c.Write([]byte(name))
+			_, _ = c.Write([]byte(name))
 			c.Close()
 		}
 	}
@@ -223,7 +225,9 @@ func tryClient(addr string, cert *pki.KeyPair) error {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if err := c.SetDeadline(time.Now().Add(3 * time.Second)); err != nil {
+		return err
+	}
 	if _, err := c.Write([]byte("ping")); err != nil {
 		return err
 	}
@@ -244,7 +248,9 @@ func TestCertificateReloadKeepsOpenConnections(t *testing.T) {
 	defer c.Close()
 	roundTrip := func(msg string) {
 		t.Helper()
-		c.SetDeadline(time.Now().Add(3 * time.Second))
+		if err := c.SetDeadline(time.Now().Add(3 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := c.Write([]byte(msg)); err != nil {
 			t.Fatal(err)
 		}
@@ -303,8 +309,12 @@ func TestGracefulDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.Write([]byte("x"))
-	io.ReadFull(c, make([]byte, 1))
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
 
 	cancel() // SIGTERM
 	eventually(t, "the listener to close", 2*time.Second, func() bool {
@@ -315,7 +325,9 @@ func TestGracefulDrain(t *testing.T) {
 		return err != nil
 	})
 	// The active connection still works during the drain...
-	c.SetDeadline(time.Now().Add(time.Second))
+	if err := c.SetDeadline(time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.Write([]byte("y")); err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +340,9 @@ func TestGracefulDrain(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after the drain deadline")
 	}
-	c.SetDeadline(time.Now().Add(time.Second))
+	if err := c.SetDeadline(time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := io.ReadFull(c, make([]byte, 1)); err == nil {
 		t.Fatal("connection still open after the drain deadline")
 	}
@@ -341,8 +355,12 @@ func TestDrainEndsEarlyWhenConnectionsFinish(t *testing.T) {
 		Routes: []config.Route{{ListenPort: port, Target: prod.addr}}, DrainTimeout: config.Duration{Duration: time.Minute}}
 	_, cancel, done := startStoppableProxy(t, cfg)
 	c, _ := net.Dial("tcp", hostPort("::1", port))
-	c.Write([]byte("x"))
-	io.ReadFull(c, make([]byte, 1))
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
 	cancel()
 	time.Sleep(100 * time.Millisecond)
 	c.Close()
@@ -390,8 +408,8 @@ func TestBadConfigurationHalfStartsNothing(t *testing.T) {
 
 // A reload changes the target of new connections; the open one keeps its producer.
 func TestReloadRetargetsNewConnections(t *testing.T) {
-	a := startProducer(t, func(c net.Conn) { c.Write([]byte("a")); io.Copy(io.Discard, c); c.Close() })
-	b := startProducer(t, func(c net.Conn) { c.Write([]byte("b")); io.Copy(io.Discard, c); c.Close() })
+	a := startProducer(t, func(c net.Conn) { _, _ = c.Write([]byte("a")); _, _ = io.Copy(io.Discard, c); c.Close() })
+	b := startProducer(t, func(c net.Conn) { _, _ = c.Write([]byte("b")); _, _ = io.Copy(io.Discard, c); c.Close() })
 	port := testutil.FreePort(t)
 	cfg := &config.Config{Tunnel: "t/reload", Role: config.Outbound, Protocol: config.TCP,
 		Routes: []config.Route{{ListenPort: port, Target: a.addr}}}
@@ -433,12 +451,16 @@ func dialRead(t *testing.T, addr string) dialed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if err := c.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	buf := make([]byte, 1)
 	if _, err := io.ReadFull(c, buf); err != nil {
 		t.Fatal(err)
 	}
-	c.SetReadDeadline(time.Time{})
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
 	return dialed{c: c, got: string(buf)}
 }
 
@@ -472,7 +494,9 @@ func TestRefusedDialIsRetried(t *testing.T) {
 			echo(s)
 		}
 	}()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	got := make([]byte, 5)
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello" {
 		t.Fatalf("through a target that came up late: %q, %v", got, err)
@@ -502,7 +526,9 @@ func TestDialFailureIsCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if err := c.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && err == nil {
 		t.Fatalf("read on a connection whose target is down: %v", err)
 	}

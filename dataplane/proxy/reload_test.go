@@ -126,7 +126,9 @@ func dialEcho(t *testing.T, addr string) echoConn {
 
 func (c echoConn) roundTrip(t *testing.T, msg string) {
 	t.Helper()
-	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if err := c.SetDeadline(time.Now().Add(3 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.Write([]byte(msg)); err != nil {
 		t.Fatal(err)
 	}
@@ -163,8 +165,11 @@ func TestOutboundPresentsTheReloadedClientCertificate(t *testing.T) {
 			return false
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		c.Write([]byte("x"))
+		if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			return false
+		}
+		// The refusal shows on the read: the write may or may not fail before it.
+		_, _ = c.Write([]byte("x"))
 		_, err = c.Read(make([]byte, 1))
 		return err != nil && counterValue(t, pr.in, "scitunnel_proxy_tls_handshake_failures_total",
 			map[string]string{"reason": tlsfiles.FailNotAllowed}) >= 1
@@ -179,8 +184,8 @@ func TestOutboundPresentsTheReloadedClientCertificate(t *testing.T) {
 // A reload that adds ports, one of which cannot be bound, changes nothing: the ports it did
 // bind are released and the running routes and targets stay as they were.
 func TestReloadThatCannotBindChangesNothing(t *testing.T) {
-	a := startProducer(t, func(c net.Conn) { c.Write([]byte("a")); c.Close() })
-	b := startProducer(t, func(c net.Conn) { c.Write([]byte("b")); c.Close() })
+	a := startProducer(t, func(c net.Conn) { _, _ = c.Write([]byte("a")); c.Close() })
+	b := startProducer(t, func(c net.Conn) { _, _ = c.Write([]byte("b")); c.Close() })
 	port, extra := testutil.FreePort(t), testutil.FreePort(t)
 	taken, err := net.Listen("tcp", "[::]:0")
 	if err != nil {

@@ -147,7 +147,7 @@ func (t *tracker) waitIdle(deadline time.Time) int {
 	for len(t.active) > 0 && time.Now().Before(deadline) {
 		t.idle.Wait()
 	}
-	var cut []*tracked
+	cut := make([]*tracked, 0, len(t.active))
 	for _, c := range t.active {
 		cut = append(cut, c)
 	}

@@ -31,7 +31,8 @@ func udpEcho(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			pc.WriteTo(buf[:n], from)
+			// A lost echo shows as a consumer's read timing out.
+			_, _ = pc.WriteTo(buf[:n], from)
 		}
 	}()
 	return pc.LocalAddr().String()
@@ -55,7 +56,9 @@ func testUDP(t *testing.T, transport config.UDPTransport) {
 			if _, err := c.Write(msg); err != nil {
 				t.Fatalf("send %d bytes: %v", size, err)
 			}
-			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if err := c.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
 			n, err := c.Read(buf)
 			if err != nil {
 				t.Fatalf("datagram of %d bytes: no answer: %v", size, err)
@@ -100,8 +103,12 @@ func TestUDPSessionsAreSeparate(t *testing.T) {
 	for round := 0; round < 5; round++ {
 		for i, c := range conns {
 			msg := fmt.Sprintf("consumer %d round %d", i, round)
-			c.Write([]byte(msg))
-			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if _, err := c.Write([]byte(msg)); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
 			buf := make([]byte, 100)
 			n, err := c.Read(buf)
 			if err != nil || string(buf[:n]) != msg {
@@ -131,14 +138,20 @@ func TestFirefliesAnnounceStartAndEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Write([]byte("hello"))
-	c.Read(make([]byte, 5))
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
 	c.Close()
 
 	var msgs []firefly.Message
 	buf := make([]byte, 4096)
 	for len(msgs) < 2 {
-		collector.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if err := collector.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
 		n, _, err := collector.ReadFrom(buf)
 		if err != nil {
 			t.Fatalf("received %d fireflies: %v", len(msgs), err)
@@ -201,7 +214,9 @@ func TestUDPOversizeDatagramsAreDroppedAndCounted(t *testing.T) {
 					t.Fatal(err)
 				}
 				buf := make([]byte, 70000)
-				c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+				if err := c.SetReadDeadline(time.Now().Add(500 * time.Millisecond)); err != nil {
+					t.Fatal(err)
+				}
 				n, err := c.Read(buf)
 				if err == nil && !bytes.Equal(buf[:n], msg) {
 					t.Fatalf("sent %d bytes, got %d different bytes back", size, n)
@@ -251,11 +266,17 @@ func TestFirefliesToPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Write([]byte("hi"))
-	c.Read(make([]byte, 2))
+	if _, err := c.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
 	c.Close()
 	buf := make([]byte, 4096)
-	peer.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if err := peer.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	n, _, err := peer.ReadFrom(buf)
 	if err != nil {
 		t.Fatalf("the peer received no firefly: %v", err)
@@ -266,7 +287,7 @@ func TestFirefliesToPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The inbound end's flow is its connection to the producer, the peer that got the firefly.
-	if m.Context.ExperimentID != 5 || m.Context.ActivityID != 12 || m.FlowID.DstPort != uint16(netip.MustParseAddrPort(prod.addr).Port()) {
+	if m.Context.ExperimentID != 5 || m.Context.ActivityID != 12 || m.FlowID.DstPort != netip.MustParseAddrPort(prod.addr).Port() {
 		t.Fatalf("firefly %+v", m)
 	}
 }
@@ -285,7 +306,9 @@ func TestUDPDrainKeepsSessionsAndRefusesNewOnes(t *testing.T) {
 		if _, err := c.Write([]byte(msg)); err != nil {
 			return err
 		}
-		c.SetReadDeadline(time.Now().Add(time.Second))
+		if err := c.SetReadDeadline(time.Now().Add(time.Second)); err != nil {
+			return err
+		}
 		buf := make([]byte, 64)
 		n, err := c.Read(buf)
 		if err != nil {

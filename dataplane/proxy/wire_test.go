@@ -152,7 +152,7 @@ func TestFlowLabelOnTheWire(t *testing.T) {
 				}
 			})
 			for _, tun := range []*wireTunnel{&tagged, &untagged} {
-				consumerSide.Do(t, func() { bothWays(t, hostPort("::1", tun.outPort), prod, results, n) })
+				consumerSide.Do(t, func() { bothWays(t, hostPort("::1", tun.outPort), results, n) })
 				tun.dialedFrom = map[netip.AddrPort]bool{}
 				for _, c := range connectionsIn(t, producerSide, tun.admin).RecentEnded {
 					tun.dialedFrom[netip.MustParseAddrPort(c.DialedLocal)] = true
@@ -163,64 +163,7 @@ func TestFlowLabelOnTheWire(t *testing.T) {
 			prodPort := netip.MustParseAddrPort(prod.addr).Port()
 
 			for _, tun := range []wireTunnel{tagged, untagged} {
-				var toIn, toOut, taggedIn, taggedOut int
-				for _, p := range packets {
-					if (p.Src.Port() != uint16(tun.inPort) && p.Dst.Port() != uint16(tun.inPort)) || p.PayloadLen == 0 {
-						continue
-					}
-					isTagged := p.FlowLabel&scitag.Mask == want
-					if p.Dst.Addr() == inAddr {
-						toIn++
-						if isTagged {
-							taggedIn++
-						}
-					} else {
-						toOut++
-						if isTagged {
-							taggedOut++
-						}
-					}
-				}
-				// Which producer connection is this tunnel's: the inbound end reports it.
-				var toProducer, taggedToProducer int
-				for _, p := range localPackets {
-					if p.Dst.Port() == prodPort && p.PayloadLen > 0 && tun.dialedFrom[p.Src] {
-						toProducer++
-						if p.FlowLabel&scitag.Mask == want {
-							taggedToProducer++
-						}
-					}
-				}
-				t.Logf("port %d: %d/%d data segments to the inbound end tagged, %d/%d back, %d/%d to the producer",
-					tun.inPort, taggedIn, toIn, taggedOut, toOut, taggedToProducer, toProducer)
-				if toProducer == 0 {
-					t.Fatalf("port %d: captured no data segments toward the producer", tun.inPort)
-				}
-				if tun.tag != nil && taggedToProducer != toProducer {
-					t.Errorf("toward the producer %d of %d data segments carry %s", taggedToProducer, toProducer, scitag.FormatLabel(want))
-				}
-				if tun.tag == nil && taggedToProducer != 0 {
-					t.Errorf("untagged tunnel: %d data segments toward the producer carry the tag", taggedToProducer)
-				}
-				if toIn == 0 || toOut == 0 {
-					t.Fatalf("port %d: captured %d data segments toward the inbound end and %d back; want both", tun.inPort, toIn, toOut)
-				}
-				switch {
-				case tun.tag == nil:
-					if taggedIn+taggedOut != 0 {
-						t.Errorf("untagged tunnel: %d of %d data segments carry the tag", taggedIn+taggedOut, toIn+toOut)
-					}
-				default:
-					if taggedIn != toIn {
-						t.Errorf("toward the inbound end %d of %d data segments carry %s", taggedIn, toIn, scitag.FormatLabel(want))
-					}
-					if m.wantBack && taggedOut != toOut {
-						t.Errorf("back from the inbound end %d of %d data segments carry %s", taggedOut, toOut, scitag.FormatLabel(want))
-					}
-					if !m.wantBack && taggedOut != 0 {
-						t.Errorf("without reflection %d of %d data segments back carry the tag", taggedOut, toOut)
-					}
-				}
+				tun.check(t, countSegments(tun, packets, localPackets, inAddr, prodPort, want), want, m.wantBack)
 			}
 
 			// The Inbound end reports what the capture shows.
@@ -236,6 +179,82 @@ type wireTunnel struct {
 	inPort, outPort, admin int
 	tag                    *config.Scitag
 	dialedFrom             map[netip.AddrPort]bool // the inbound end's connections to the producer
+}
+
+// segmentCounts are a tunnel's captured data segments each way between the ends and toward
+// the producer, and how many of them carry the tag's label.
+type segmentCounts struct {
+	toIn, toOut, taggedIn, taggedOut int
+	toProducer, taggedToProducer     int
+}
+
+// countSegments counts tun's data segments in packets (the link between the ends, inAddr being
+// the Inbound end's) and localPackets (the producer side's loopback), against the label want.
+func countSegments(tun wireTunnel, packets, localPackets []wire.Packet, inAddr netip.Addr, prodPort uint16, want uint32) segmentCounts {
+	var c segmentCounts
+	for _, p := range packets {
+		if (p.Src.Port() != uint16(tun.inPort) && p.Dst.Port() != uint16(tun.inPort)) || p.PayloadLen == 0 {
+			continue
+		}
+		isTagged := p.FlowLabel&scitag.Mask == want
+		if p.Dst.Addr() == inAddr {
+			c.toIn++
+			if isTagged {
+				c.taggedIn++
+			}
+		} else {
+			c.toOut++
+			if isTagged {
+				c.taggedOut++
+			}
+		}
+	}
+	// Which producer connection is this tunnel's: the inbound end reports it.
+	for _, p := range localPackets {
+		if p.Dst.Port() == prodPort && p.PayloadLen > 0 && tun.dialedFrom[p.Src] {
+			c.toProducer++
+			if p.FlowLabel&scitag.Mask == want {
+				c.taggedToProducer++
+			}
+		}
+	}
+	return c
+}
+
+// check fails t unless the tunnel's segments carry the label want as they should: all of a
+// tagged tunnel's toward the inbound end and the producer, and back only with wantBack (the
+// Inbound end reflects labels); none of an untagged tunnel's.
+func (tun wireTunnel) check(t *testing.T, c segmentCounts, want uint32, wantBack bool) {
+	t.Helper()
+	t.Logf("port %d: %d/%d data segments to the inbound end tagged, %d/%d back, %d/%d to the producer",
+		tun.inPort, c.taggedIn, c.toIn, c.taggedOut, c.toOut, c.taggedToProducer, c.toProducer)
+	if c.toProducer == 0 {
+		t.Fatalf("port %d: captured no data segments toward the producer", tun.inPort)
+	}
+	if tun.tag != nil && c.taggedToProducer != c.toProducer {
+		t.Errorf("toward the producer %d of %d data segments carry %s", c.taggedToProducer, c.toProducer, scitag.FormatLabel(want))
+	}
+	if tun.tag == nil && c.taggedToProducer != 0 {
+		t.Errorf("untagged tunnel: %d data segments toward the producer carry the tag", c.taggedToProducer)
+	}
+	if c.toIn == 0 || c.toOut == 0 {
+		t.Fatalf("port %d: captured %d data segments toward the inbound end and %d back; want both", tun.inPort, c.toIn, c.toOut)
+	}
+	if tun.tag == nil {
+		if c.taggedIn+c.taggedOut != 0 {
+			t.Errorf("untagged tunnel: %d of %d data segments carry the tag", c.taggedIn+c.taggedOut, c.toIn+c.toOut)
+		}
+		return
+	}
+	if c.taggedIn != c.toIn {
+		t.Errorf("toward the inbound end %d of %d data segments carry %s", c.taggedIn, c.toIn, scitag.FormatLabel(want))
+	}
+	if wantBack && c.taggedOut != c.toOut {
+		t.Errorf("back from the inbound end %d of %d data segments carry %s", c.taggedOut, c.toOut, scitag.FormatLabel(want))
+	}
+	if !wantBack && c.taggedOut != 0 {
+		t.Errorf("without reflection %d of %d data segments back carry the tag", c.taggedOut, c.toOut)
+	}
 }
 
 // vethPair makes two namespaces joined by a veth pair, the producer's side at fd00:5c17::1 and

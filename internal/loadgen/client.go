@@ -159,7 +159,7 @@ func receive(ctx context.Context, conn net.Conn, o Options, r *ConnResult) {
 func sendAndCheck(ctx context.Context, conn net.Conn, o Options, r *ConnResult) {
 	n, sum, err := send(conn, r.Seed, o.Bytes, o.RateBitsPerSecond)
 	r.Bytes, r.SHA256 = n, sum
-	if err != nil && !(o.Bytes == 0 && ctx.Err() != nil) {
+	if err != nil && (o.Bytes != 0 || ctx.Err() == nil) {
 		r.Error = "sending: " + err.Error()
 		return
 	}

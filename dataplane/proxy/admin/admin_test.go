@@ -23,8 +23,8 @@ func sink(t *testing.T, answer int) string {
 	t.Helper()
 	return testutil.ServeTCP(t, "[::1]:0", func(c net.Conn) {
 		defer c.Close()
-		c.Write(make([]byte, answer))
-		io.Copy(io.Discard, c)
+		_, _ = c.Write(make([]byte, answer))
+		_, _ = io.Copy(io.Discard, c)
 	})
 }
 
@@ -61,17 +61,29 @@ func waitFor(t *testing.T, what string, cond func() bool, last func() string) {
 	}
 }
 
-// Every endpoint reports what a tagged TCP tunnel end actually did: health, readiness (and its
-// loss at SIGTERM), exact bytes per tag and per connection with both connections' addresses,
-// Prometheus series and the controller's status document.
-func TestEndpointsReportTheTraffic(t *testing.T) {
-	const up, down = 300_000, 123_456
-	producer := sink(t, down)
-	port := testutil.FreePort(t)
-	cfg := &config.Config{Tunnel: "ns/t", Role: config.Outbound, Protocol: config.TCP, ListenAddress: "::1",
-		Routes:       []config.Route{{ListenPort: port, Target: producer}},
-		Scitag:       &config.Scitag{ExperimentID: 2, ActivityID: 16, Name: "atlas.Production_Output", Entropy: true},
-		DrainTimeout: config.Duration{Duration: 10 * time.Second}}
+// waitReadyz polls /readyz until it answers want, failing t with notYet after 5 s.
+func waitReadyz(t *testing.T, base string, want int, notYet string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for code, _ := get(t, base+"/readyz"); code != want; code, _ = get(t, base+"/readyz") {
+		if time.Now().After(deadline) {
+			t.Fatal(notYet)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// servedProxy is a proxy.Proxy running with its admin endpoints.
+type servedProxy struct {
+	p      *proxy.Proxy
+	base   string        // the admin endpoints' URL
+	cancel func()        // what SIGTERM does
+	done   chan struct{} // closed when Run has returned
+}
+
+// serveProxy runs a proxy with cfg and its admin endpoints until the test ends.
+func serveProxy(t *testing.T, cfg *config.Config) *servedProxy {
+	t.Helper()
 	p, err := proxy.New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -81,39 +93,27 @@ func TestEndpointsReportTheTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	go srv.Serve()
-	defer srv.Shutdown(context.Background())
-	base := "http://" + srv.Addr().String()
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-
-	if code, body := get(t, base+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
-		t.Fatalf("/healthz: %d %q", code, body)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for code, _ := get(t, base+"/readyz"); code != 200; code, _ = get(t, base+"/readyz") {
-		if time.Now().After(deadline) {
-			t.Fatal("/readyz never became ready")
+	s := &servedProxy{p: p, base: "http://" + srv.Addr().String(), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		if err := p.Run(ctx); err != nil {
+			t.Error(err)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		close(s.done)
+	}()
+	// Registered after the server's Shutdown, so run before it: the endpoints outlive the drain.
+	t.Cleanup(func() { cancel(); <-s.done })
+	return s
+}
 
-	c, err := net.Dial("tcp", net.JoinHostPort("::1", fmt.Sprint(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write(make([]byte, up)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(c, make([]byte, down)); err != nil {
-		t.Fatal(err)
-	}
-
-	// /v1/connections: exact counts and the 5-tuples of both legs. The counts reach the tracker
-	// after the bytes reach their reader (a splice round returns first), so on a loaded machine
-	// they can trail the consumer's read: wait for both directions and the tag totals.
+// checkConnections waits for /v1/connections to show the exact counts of the one connection c,
+// then checks the 5-tuples of both legs, its flow label and the tag totals.
+func checkConnections(t *testing.T, base string, c net.Conn, producer string, up, down uint64) {
+	t.Helper()
+	// The counts reach the tracker after the bytes reach their reader (a splice round returns
+	// first), so on a loaded machine they can trail the consumer's read: wait for both
+	// directions and the tag totals.
 	var conns proxy.Connections
 	countsIn := func(c proxy.Connections) bool {
 		tb := c.Tags["atlas.Production_Output"]
@@ -135,6 +135,41 @@ func TestEndpointsReportTheTraffic(t *testing.T) {
 	if tb := conns.Tags["atlas.Production_Output"]; tb.Connections != 1 {
 		t.Fatalf("tag totals %+v", tb)
 	}
+}
+
+// Every endpoint reports what a tagged TCP tunnel end actually did: health, readiness (and its
+// loss at SIGTERM), exact bytes per tag and per connection with both connections' addresses,
+// Prometheus series and the controller's status document.
+func TestEndpointsReportTheTraffic(t *testing.T) {
+	const up, down = 300_000, 123_456
+	producer := sink(t, down)
+	port := testutil.FreePort(t)
+	cfg := &config.Config{Tunnel: "ns/t", Role: config.Outbound, Protocol: config.TCP, ListenAddress: "::1",
+		Routes:       []config.Route{{ListenPort: port, Target: producer}},
+		Scitag:       &config.Scitag{ExperimentID: 2, ActivityID: 16, Name: "atlas.Production_Output", Entropy: true},
+		DrainTimeout: config.Duration{Duration: 10 * time.Second}}
+	sp := serveProxy(t, cfg)
+	base := sp.base
+
+	if code, body := get(t, base+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
+		t.Fatalf("/healthz: %d %q", code, body)
+	}
+	waitReadyz(t, base, http.StatusOK, "/readyz never became ready")
+
+	c, err := net.Dial("tcp", net.JoinHostPort("::1", fmt.Sprint(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(make([]byte, up)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, down)); err != nil {
+		t.Fatal(err)
+	}
+
+	// /v1/connections: exact counts and the 5-tuples of both legs.
+	checkConnections(t, base, c, producer, up, down)
 
 	// /metrics: the same bytes, by tag and direction.
 	wantMetrics := []string{
@@ -165,26 +200,20 @@ func TestEndpointsReportTheTraffic(t *testing.T) {
 	if !st.Ready || st.Tunnel != "ns/t" || st.ActiveConnections != 1 || st.TotalConnections != 1 || st.FlowLabel.Label != 65600 {
 		t.Fatalf("status %+v", st)
 	}
-	if last := p.Connections().Active[0]; last.FlowLabel != 0 && (!st.FlowLabel.Applied || st.FlowLabel.Reason != flowlabel.ReasonMarked) {
+	if last := sp.p.Connections().Active[0]; last.FlowLabel != 0 && (!st.FlowLabel.Applied || st.FlowLabel.Reason != flowlabel.ReasonMarked) {
 		t.Fatalf("the dial was marked but the status says %+v", st.FlowLabel)
 	}
 
 	// SIGTERM: not ready any more while the open connection drains; the endpoint keeps serving.
-	cancel()
-	deadline = time.Now().Add(5 * time.Second)
-	for code, _ := get(t, base+"/readyz"); code != http.StatusServiceUnavailable; code, _ = get(t, base+"/readyz") {
-		if time.Now().After(deadline) {
-			t.Fatal("/readyz still ready during the drain")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	sp.cancel()
+	waitReadyz(t, base, http.StatusServiceUnavailable, "/readyz still ready during the drain")
 	getJSON(t, base+report.StatusPath, &st)
 	if st.Ready || st.ActiveConnections != 1 {
 		t.Fatalf("status during the drain %+v", st)
 	}
 	c.Close()
 	select {
-	case <-done:
+	case <-sp.done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after the last connection closed")
 	}
@@ -204,7 +233,7 @@ func TestStatusExplainsAnIPv4Path(t *testing.T) {
 			if err != nil {
 				return
 			}
-			c.Write([]byte("x"))
+			_, _ = c.Write([]byte("x"))
 			c.Close()
 		}
 	}()
@@ -217,7 +246,12 @@ func TestStatusExplainsAnIPv4Path(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
+	go func() {
+		if err := p.Run(ctx); err != nil {
+			t.Error(err)
+		}
+		close(done)
+	}()
 	defer func() { cancel(); <-done }()
 	var c net.Conn
 	for deadline := time.Now().Add(5 * time.Second); ; {

@@ -38,8 +38,7 @@ func newTestAnalyzer(assigned ...scitag.Tag) (*Analyzer, *fakeClock) {
 var (
 	hostA      = netip.MustParseAddr("fd00::1")
 	hostB      = netip.MustParseAddr("fd00::2")
-	atlasDebug = scitag.Tag{ExperimentID: 2, ActivityID: 9}  // label 65572
-	atlasProd  = scitag.Tag{ExperimentID: 2, ActivityID: 16} // label 65600
+	atlasDebug = scitag.Tag{ExperimentID: 2, ActivityID: 9} // label 65572
 )
 
 // frame builds an Ethernet + IPv6 + TCP header with a flow label.

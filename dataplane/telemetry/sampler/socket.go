@@ -58,7 +58,6 @@ type packet struct {
 	frameLength uint32 // the original length
 	protocol    uint32 // sFlow header protocol
 	outgoing    bool
-	at          int64 // the kernel's timestamp, in Unix nanoseconds
 
 	// Filled in per block by the data source (see stampPools).
 	pool  uint64 // packets the interface passed until this one, since the sampler started

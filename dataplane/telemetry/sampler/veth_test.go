@@ -160,55 +160,14 @@ func TestSamplerOnVeth(t *testing.T) {
 	stop()
 
 	const frame = 14 + 40 + 8 + payload
-	var d sflow.Decoder
-	var samples, counters int
-	var maxPool uint32
 	ifindex := uint32(0)
 	if ifi := nsA.Run(t, "cat", "/sys/class/net/sa0/ifindex"); ifi != "" {
 		var v int
 		_, _ = fmtSscan(ifi, &v)
 		ifindex = uint32(v)
 	}
-	var lastSeq uint32
-	for _, b := range raw.datagrams() {
-		dg, err := d.Decode(b)
-		if err != nil {
-			t.Fatalf("our own datagram does not decode: %v", err)
-		}
-		if dg.SequenceNumber != lastSeq+1 {
-			t.Errorf("datagram sequence %d after %d", dg.SequenceNumber, lastSeq)
-		}
-		lastSeq = dg.SequenceNumber
-		if dg.AgentAddress != addrA {
-			t.Errorf("agent address %v, want %v (the sampled interface's)", dg.AgentAddress, addrA)
-		}
-		for _, s := range dg.FlowSamples {
-			if s.SamplingRate != rate || s.SourceIDIndex != ifindex || len(s.Headers) != 1 {
-				t.Fatalf("flow sample %+v", s)
-			}
-			maxPool = max(maxPool, s.SamplePool)
-			p, ok := sflow.ParsePacket(s.Headers[0].Protocol, s.Headers[0].Header)
-			if !ok || p.Dst != addrB || p.DstPort != 9999 {
-				continue // neighbour discovery and the like
-			}
-			samples++
-			if s.Headers[0].FrameLength != frame || len(s.Headers[0].Header) != 128 {
-				t.Errorf("frame length %d, header %d bytes; want %d, 128", s.Headers[0].FrameLength, len(s.Headers[0].Header), frame)
-			}
-			if s.Input != sflow.InterfaceInternal || s.Output != ifindex {
-				t.Errorf("outgoing packet with input %#x output %#x", s.Input, s.Output)
-			}
-			if s.Drops != 0 {
-				t.Errorf("drops %d", s.Drops)
-			}
-		}
-		for _, c := range dg.CounterSamples {
-			if !c.HasInterface || c.Interface.Index != ifindex || c.Interface.Type != 6 || c.Interface.Status != 3 {
-				t.Errorf("counter sample %+v", c)
-			}
-			counters++
-		}
-	}
+	got := checkVethDatagrams(t, raw.datagrams(), ifindex, rate, frame)
+	samples, counters, maxPool := got.samples, got.counters, got.maxPool
 	// Binomial(20000, 1/10): mean 2000, standard deviation 42; 5 deviations is a bug, not luck.
 	if math.Abs(float64(samples)-packets/rate) > 5*math.Sqrt(packets*(1.0/rate)*(1-1.0/rate)) {
 		t.Errorf("%d samples of %d packets at 1-in-%d", samples, packets, rate)
@@ -237,6 +196,62 @@ func TestSamplerOnVeth(t *testing.T) {
 	if math.Abs(est-truth)/truth > 2.5*bound {
 		t.Errorf("analyzer estimate %.0f, truth %.0f", est, truth)
 	}
+}
+
+// vethSamples is what TestSamplerOnVeth's collector received: the flow samples of the test's
+// packets, the counter samples, and the highest sample pool of any flow sample.
+type vethSamples struct {
+	samples, counters int
+	maxPool           uint32
+}
+
+// checkVethDatagrams decodes the datagrams a sampler of interface ifindex on A sent at 1-in-rate,
+// checks every field it sets, and counts the samples of the test's frameLen-byte packets to B.
+func checkVethDatagrams(t *testing.T, datagrams [][]byte, ifindex, rate, frameLen uint32) vethSamples {
+	t.Helper()
+	var d sflow.Decoder
+	var got vethSamples
+	var lastSeq uint32
+	for _, b := range datagrams {
+		dg, err := d.Decode(b)
+		if err != nil {
+			t.Fatalf("our own datagram does not decode: %v", err)
+		}
+		if dg.SequenceNumber != lastSeq+1 {
+			t.Errorf("datagram sequence %d after %d", dg.SequenceNumber, lastSeq)
+		}
+		lastSeq = dg.SequenceNumber
+		if dg.AgentAddress != addrA {
+			t.Errorf("agent address %v, want %v (the sampled interface's)", dg.AgentAddress, addrA)
+		}
+		for _, s := range dg.FlowSamples {
+			if s.SamplingRate != rate || s.SourceIDIndex != ifindex || len(s.Headers) != 1 {
+				t.Fatalf("flow sample %+v", s)
+			}
+			got.maxPool = max(got.maxPool, s.SamplePool)
+			p, ok := sflow.ParsePacket(s.Headers[0].Protocol, s.Headers[0].Header)
+			if !ok || p.Dst != addrB || p.DstPort != 9999 {
+				continue // neighbour discovery and the like
+			}
+			got.samples++
+			if s.Headers[0].FrameLength != frameLen || len(s.Headers[0].Header) != 128 {
+				t.Errorf("frame length %d, header %d bytes; want %d, 128", s.Headers[0].FrameLength, len(s.Headers[0].Header), frameLen)
+			}
+			if s.Input != sflow.InterfaceInternal || s.Output != ifindex {
+				t.Errorf("outgoing packet with input %#x output %#x", s.Input, s.Output)
+			}
+			if s.Drops != 0 {
+				t.Errorf("drops %d", s.Drops)
+			}
+		}
+		for _, c := range dg.CounterSamples {
+			if !c.HasInterface || c.Interface.Index != ifindex || c.Interface.Type != 6 || c.Interface.Status != 3 {
+				t.Errorf("counter sample %+v", c)
+			}
+			got.counters++
+		}
+	}
+	return got
 }
 
 // warmNeighbour resolves peer's link-layer address before a test's traffic, which would
