@@ -208,15 +208,9 @@ func (r *Reconciler) applyStatus(ctx context.Context, s *scope) error {
 	if err != nil {
 		return err
 	}
-	before := t.Status.Conditions
-	if err := ssa.ApplyStatus(ctx, r.Client, t, FieldOwner, fields, false); err != nil {
-		return err
-	}
-	conditions.Announce(r.Recorder, t, before, all, []string{scitunnelv1.ConditionCertificateReady},
-		func(_ string, now metav1.Condition, old *metav1.Condition) bool {
-			return now.Status == metav1.ConditionFalse && old != nil && old.Status == metav1.ConditionTrue
-		})
-	return nil
+	// No event here: issuance records its own (CertificateIssued, CertificateRenewed, ...), and
+	// the tunnel controller announces what CertificateReady does to Ready and Degraded.
+	return ssa.ApplyStatus(ctx, r.Client, t, FieldOwner, fields, false)
 }
 
 func nonNil(c []scitunnelv1.CertificateStatus) []scitunnelv1.CertificateStatus {
