@@ -208,6 +208,20 @@ var _ = Describe("Certificates", Ordered, func() {
 			expectCondition(g, t.Status.Conditions, "CertificateReady", metav1.ConditionFalse, "CertificateExpired")
 			expectCondition(g, t.Status.Conditions, "Ready", metav1.ConditionFalse, "CertificateNotReady")
 		})
+
+		By("a spec change still reaches the Deployment while the certificate is expired")
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, key(t), t)).To(Succeed())
+			t.Spec.Replicas = ptr(int32(2))
+			g.Expect(k8sClient.Update(ctx, t)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		Eventually(func(g Gomega) {
+			var d appsv1.Deployment
+			g.Expect(k8sClient.Get(ctx, key(t), &d)).To(Succeed())
+			g.Expect(*d.Spec.Replicas).To(BeEquivalentTo(2))
+			g.Expect(k8sClient.Get(ctx, key(t), t)).To(Succeed())
+			g.Expect(t.Status.ObservedGeneration).To(Equal(t.Generation))
+		}, timeout, interval).Should(Succeed())
 	})
 
 	It("asks cert-manager for a Certificate (unstructured, so cert-manager stays optional)", func() {

@@ -54,6 +54,12 @@ func Waiting(reason string) bool {
 	return false
 }
 
+// Mountable says whether a CertificateReady=False reason still leaves a Secret the pods can
+// mount (it exists and parses, but its certificate is expired or not yet valid).
+func Mountable(reason string) bool {
+	return reason == "CertificateExpired" || reason == "CertificateNotYetValid"
+}
+
 // Options are the certificates controller's settings.
 type Options struct {
 	// TrustDomain of the SPIFFE-style client identities, unless a tunnel sets its own.
@@ -147,7 +153,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 			return ctrl.Result{}, err
 		}
 	}
-	s := &scope{tunnel: t, now: r.Clock.Now(), conds: conditions.Set{}}
+	// A pass that cannot look at the certificates (blocked, waiting, an error) keeps the list.
+	s := &scope{tunnel: t, now: r.Clock.Now(), conds: conditions.Set{}, certificates: t.Status.Certificates}
 	defer func() {
 		if err := r.applyStatus(ctx, s); err != nil && !apierrors.IsNotFound(err) {
 			retErr = errors.Join(retErr, fmt.Errorf("status: %w", err))

@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -42,6 +43,7 @@ const StaleSummary = "stale"
 // Reconciler polls one tunnel's ready pods.
 type Reconciler struct {
 	client.Client
+	Recorder events.EventRecorder
 	// Reports reads the pods' reports.
 	Reports DataPlaneReports
 	// Interval is how often a tunnel with ready pods is polled.
@@ -252,7 +254,16 @@ func (r *Reconciler) applyStatus(ctx context.Context, s *scope) error {
 		}
 		fields["conditions"] = conds["c"]
 	}
-	return ssa.ApplyStatus(ctx, r.Client, t, FieldOwner, fields, true)
+	if err := ssa.ApplyStatus(ctx, r.Client, t, FieldOwner, fields, true); err != nil {
+		return err
+	}
+	if len(owned) > 0 {
+		conditions.Announce(r.Recorder, t, t.Status.Conditions, owned, []string{scitunnelv1.ConditionFlowLabelApplied},
+			func(_ string, now metav1.Condition, old *metav1.Condition) bool {
+				return now.Status == metav1.ConditionFalse && old != nil && old.Status == metav1.ConditionTrue
+			})
+	}
+	return nil
 }
 
 func sameCondition(cur *metav1.Condition, want metav1.Condition) bool {
@@ -272,6 +283,9 @@ func nonNil(tt []scitunnelv1.TagThroughput) []scitunnelv1.TagThroughput {
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Interval == 0 {
 		r.Interval = 10 * time.Second
+	}
+	if r.Recorder == nil {
+		r.Recorder = mgr.GetEventRecorder("streamtunnel-telemetry")
 	}
 	if r.Deadline == 0 {
 		r.Deadline = 3 * time.Second

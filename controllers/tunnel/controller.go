@@ -79,8 +79,9 @@ type scope struct {
 	registryJSON []byte
 
 	// Certificates, as the certificates controller reports them.
-	tlsSecret string // Secret mounted into the pods; "" without TLS
-	certReady bool
+	tlsSecret    string // Secret mounted into the pods; "" without TLS
+	certReady    bool   // the Secret can be mounted
+	certsChecked bool   // the certificates controller has looked at this generation
 
 	configHash string // of the ConfigMap's content, on the pod template
 

@@ -56,7 +56,11 @@ func (r *Reconciler) observeCertificates(_ context.Context, s *scope) error {
 	if c == nil {
 		return nil
 	}
-	s.certReady = c.Status == metav1.ConditionTrue && c.ObservedGeneration == t.Generation
+	// The Secret can be mounted when it is valid, and also when it exists but is expired or not
+	// yet valid: the pods then fail their handshakes, as before the split, but spec changes
+	// (replicas, ports, tag) still reach the Deployment.
+	s.certsChecked = c.ObservedGeneration == t.Generation
+	s.certReady = s.certsChecked && (c.Status == metav1.ConditionTrue || certificates.Mountable(c.Reason))
 	switch {
 	case s.blocked != nil:
 	case c.Status == metav1.ConditionFalse && !certificates.Waiting(c.Reason):
@@ -130,7 +134,9 @@ func (r *Reconciler) applyStatus(ctx context.Context, s *scope, succeeded bool) 
 	st := t.Status
 	st.Message = conditions.Truncate(message(all, len(s.problems) > 0), conditions.MaxMessage)
 	st.ObservedGeneration = s.orig.ObservedGeneration
-	if succeeded {
+	// A pass that waited for the certificates controller to look at this generation has not
+	// applied the Deployment yet: it does not claim the generation.
+	if succeeded && (s.tlsSecret == "" || s.certsChecked) {
 		st.ObservedGeneration = t.Generation
 	}
 	var prior []metav1.Condition
