@@ -211,20 +211,13 @@ func (r *Reconciler) applyStatus(ctx context.Context, s *scope) error {
 	fields, err := ssa.Fields(struct {
 		Conditions   []metav1.Condition              `json:"conditions"`
 		Certificates []scitunnelv1.CertificateStatus `json:"certificates"`
-	}{owned, nonNil(s.certificates)})
+	}{owned, ssa.List(s.certificates)})
 	if err != nil {
 		return err
 	}
 	// No event here: issuance records its own (CertificateIssued, CertificateRenewed, ...), and
 	// the tunnel controller announces what CertificateReady does to Ready and Degraded.
 	return ssa.ApplyStatus(ctx, r.Client, t, FieldOwner, fields, false)
-}
-
-func nonNil(c []scitunnelv1.CertificateStatus) []scitunnelv1.CertificateStatus {
-	if c == nil {
-		return []scitunnelv1.CertificateStatus{}
-	}
-	return c
 }
 
 // finalize removes the client certificates issued from an Inbound's CA in every namespace,

@@ -233,7 +233,7 @@ func (r *Reconciler) applyStatus(ctx context.Context, s *scope) error {
 		set[s.flowLabel.Type] = *s.flowLabel
 	}
 	_, owned := set.Merge(t.Status.Conditions, t.Generation)
-	unchanged := equality.Semantic.DeepEqual(nonNil(s.throughput), nonNil(t.Status.Throughput)) &&
+	unchanged := equality.Semantic.DeepEqual(ssa.List(s.throughput), ssa.List(t.Status.Throughput)) &&
 		s.summary == t.Status.ThroughputSummary && s.connections == t.Status.ActiveConnections &&
 		(s.flowLabel == nil || sameCondition(meta.FindStatusCondition(t.Status.Conditions, s.flowLabel.Type), owned[0]))
 	if unchanged {
@@ -241,7 +241,7 @@ func (r *Reconciler) applyStatus(ctx context.Context, s *scope) error {
 	}
 	// Every field is sent, empty ones too, so that clearing a figure clears it.
 	fields := map[string]any{
-		"throughput":        nonNil(s.throughput),
+		"throughput":        ssa.List(s.throughput),
 		"throughputSummary": s.summary,
 		"activeConnections": s.connections,
 	}
@@ -269,13 +269,6 @@ func (r *Reconciler) applyStatus(ctx context.Context, s *scope) error {
 func sameCondition(cur *metav1.Condition, want metav1.Condition) bool {
 	return cur != nil && cur.Status == want.Status && cur.Reason == want.Reason && cur.Message == want.Message &&
 		cur.ObservedGeneration == want.ObservedGeneration
-}
-
-func nonNil(tt []scitunnelv1.TagThroughput) []scitunnelv1.TagThroughput {
-	if tt == nil {
-		return []scitunnelv1.TagThroughput{}
-	}
-	return tt
 }
 
 // SetupWithManager registers the controller: it looks at a tunnel when it comes, when its tag

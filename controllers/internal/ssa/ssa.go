@@ -156,3 +156,12 @@ func Fields(v any) (map[string]any, error) {
 	out := map[string]any{}
 	return out, json.Unmarshal(b, &out)
 }
+
+// List returns l, or an empty list for nil: a list field sent empty is cleared, one left out
+// of an apply may stay (another owner may hold it).
+func List[T any](l []T) []T {
+	if l == nil {
+		return []T{}
+	}
+	return l
+}
