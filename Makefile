@@ -274,8 +274,8 @@ test-envtest: envtest-binaries ## The operator's envtest suites: API validation 
 	go test ./test/envtest/ ./controllers/ -count=1
 
 .PHONY: bench-reconcile
-bench-reconcile: envtest-binaries ## Reconcile 1,000 StreamTunnels with the real manager on envtest; prints time and memory, met or MISSED against the goals.
-	go test ./test/envtest/ -run '^$$' -bench BenchmarkReconcile1000 -benchtime=1x -timeout 20m
+bench-reconcile: envtest-binaries ## The real manager on envtest: 1,000 StreamTunnels reconciled (time, memory, API writes per tunnel), and its RSS beside 10,000 unrelated Secrets and ConfigMaps; met or MISSED against the goals.
+	go test ./test/envtest/ -run '^$$' -bench '^Benchmark(Reconcile1000|UnrelatedObjects)$$' -benchtime=1x -timeout 30m
 TEST_PHASES_BENCH += bench-reconcile
 
 ##@ Helm chart, end-to-end tests, demo

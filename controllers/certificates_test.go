@@ -260,9 +260,14 @@ var _ = Describe("Certificates", Ordered, func() {
 		})
 
 		By("cert-manager writing the Secret makes the certificate ready")
+		// cert-manager labels the Secret as the Certificate's secretTemplate says: that is what
+		// puts it in the manager's cache.
+		labels, _, err := unstructured.NestedStringMap(u.Object, "spec", "secretTemplate", "labels")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(labels).To(HaveKeyWithValue("app.kubernetes.io/managed-by", "scitunnel-operator"))
 		certPEM, keyPEM, caPEM := userCert(fakeClock.Now().Add(-time.Hour), fakeClock.Now().Add(90*24*time.Hour))
 		Expect(k8sClient.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "managed-tls", Labels: map[string]string{"scitunnel.io/tunnel": "managed"}},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "managed-tls", Labels: labels},
 			Type:       corev1.SecretTypeTLS,
 			Data:       map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM, "ca.crt": caPEM},
 		})).To(Succeed())

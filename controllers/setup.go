@@ -49,6 +49,9 @@ type Options struct {
 	ThroughputInterval time.Duration
 	// MaxConcurrentReconciles of each StreamTunnel controller.
 	MaxConcurrentReconciles int
+	// UserObjectsRecheck is how often the Secrets and ConfigMaps users name are read again:
+	// they are not cached, hence not watched. 0: a minute.
+	UserObjectsRecheck time.Duration
 }
 
 // withDefaults fills unset options.
@@ -101,9 +104,9 @@ func (s Setup) Register(mgr ctrl.Manager) error {
 	}}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := (&certificates.Reconciler{Client: c, Clock: s.Clock, Options: certificates.Options{
+	if err := (&certificates.Reconciler{Client: c, UserObjects: mgr.GetAPIReader(), Clock: s.Clock, Options: certificates.Options{
 		TrustDomain: o.TrustDomain, ClusterDomain: o.ClusterDomain, CertificateDuration: o.CertificateDuration,
-		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+		MaxConcurrentReconciles: o.MaxConcurrentReconciles, UserObjectsRecheck: o.UserObjectsRecheck,
 	}}).SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -113,21 +116,38 @@ func (s Setup) Register(mgr ctrl.Manager) error {
 			return err
 		}
 	}
-	return (&scitagpolicy.Reconciler{Client: c, HTTPClient: s.RegistryHTTPClient, Clock: s.Clock}).SetupWithManager(mgr)
+	return (&scitagpolicy.Reconciler{Client: c, UserObjects: mgr.GetAPIReader(), UserObjectsRecheck: o.UserObjectsRecheck, HTTPClient: s.RegistryHTTPClient, Clock: s.Clock}).SetupWithManager(mgr)
 }
 
-// CacheOptions keeps the manager's memory bounded in large clusters: Pods, Deployments and
-// Services are cached only when the operator made them (Secrets and ConfigMaps stay
-// unfiltered because tunnels and policies reference users' own), and no cached object keeps
-// its managedFields, which the reconcilers never read and which weigh as much as the objects.
-func CacheOptions() cache.Options {
+// CacheOptions keeps the manager's memory bounded in a shared cluster: Pods, Deployments,
+// Services, Secrets and ConfigMaps are cached only when the operator made them (its
+// managed-by label), so other groups' objects cost the manager nothing and their Secrets are
+// never held in its memory; the Secrets and ConfigMaps users name (their certificates, copied
+// bundles, registry ConfigMaps) are read with an uncached Get when needed. No cached object
+// keeps its managedFields, which the reconcilers never read and which weigh as much as the
+// objects.
+//
+// namespaces, when not empty, confine the manager to those namespaces (the chart's namespaced
+// install, with Roles instead of a ClusterRole): it sees tunnels, policies and children there
+// only, so an Outbound's Inbound must be in one of them too.
+func CacheOptions(namespaces ...string) cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{child.LabelManagedBy: child.ManagedByValue})
+	var only map[string]cache.Config
+	if len(namespaces) > 0 {
+		only = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			only[ns] = cache.Config{}
+		}
+	}
 	return cache.Options{
+		DefaultNamespaces: only,
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}:               {Label: managed},
 			&appsv1.Deployment{}:        {Label: managed},
 			&corev1.Service{}:           {Label: managed},
+			&corev1.Secret{}:            {Label: managed},
+			&corev1.ConfigMap{}:         {Label: managed},
 			&scitunnelv1.StreamTunnel{}: {},
 		},
 	}

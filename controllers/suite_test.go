@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -50,6 +51,8 @@ var (
 	fakeClock  *clocktesting.FakePassiveClock
 	dataPlane  *fakeDataPlane
 	reportsAPI *telemetry.HTTPReports
+	// mgrCache is the running manager's cache, to check what it holds.
+	mgrCache cache.Cache
 )
 
 func TestControllers(t *testing.T) {
@@ -93,11 +96,14 @@ func startManager() {
 		Controller: config.Controller{SkipNameValidation: &skipNameValidation},
 	})
 	Expect(err).NotTo(HaveOccurred())
+	mgrCache = mgr.GetCache()
 	err = controllers.Setup{
 		Options: controllers.Options{
 			DataPlaneImage:     "scitunnel-dataplane:test",
 			ThroughputInterval: time.Second,
 			TrustDomain:        "test.scitunnel",
+			// Users' Secrets and ConfigMaps are not watched: read them again soon.
+			UserObjectsRecheck: time.Second,
 		},
 		Reports: reportsAPI,
 		Clock:   fakeClock,

@@ -70,12 +70,20 @@ type Options struct {
 	CertificateDuration time.Duration
 	// MaxConcurrentReconciles of the controller.
 	MaxConcurrentReconciles int
+	// UserObjectsRecheck is how often a Secret a user names is read again: the manager does
+	// not watch users' Secrets (it does not cache them), so a replaced certificate, or a
+	// Secret created after the tunnel, is noticed within this time. 0: a minute.
+	UserObjectsRecheck time.Duration
 }
 
 // Reconciler issues and checks one tunnel end's certificates.
 type Reconciler struct {
 	client.Client
 	Recorder events.EventRecorder
+	// UserObjects reads the Secrets users name (their own certificates, copied bundles), which
+	// the manager does not cache (controllers.CacheOptions): the API server, uncached. nil: the
+	// client above.
+	UserObjects client.Reader
 	// Clock drives issuance and renewal; tests inject a fake one.
 	Clock   clock.PassiveClock
 	Options Options

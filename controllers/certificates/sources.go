@@ -27,7 +27,16 @@ import (
 func (r *Reconciler) useSecret(ctx context.Context, s *scope, name, kind, howTo string) error {
 	t := s.tunnel
 	sec := &corev1.Secret{}
-	found, err := ssa.Get(ctx, r.Client, client.ObjectKey{Namespace: t.Namespace, Name: name}, sec)
+	// cert-manager's Secret carries the operator's labels (secretTemplate), so it is cached and
+	// watched; a user's own Secret is read from the API server and read again periodically.
+	var reader client.Reader = r.Client
+	if kind != "cert-manager" && r.UserObjects != nil {
+		reader = r.UserObjects
+	}
+	if kind != "cert-manager" {
+		s.requeueAfter(cmp.Or(r.Options.UserObjectsRecheck, time.Minute))
+	}
+	found, err := ssa.Get(ctx, reader, client.ObjectKey{Namespace: t.Namespace, Name: name}, sec)
 	if err != nil {
 		return err
 	}
@@ -106,7 +115,7 @@ func (r *Reconciler) certManager(ctx context.Context, s *scope) error {
 		"renewBefore":    (life / 3).String(),
 		"privateKey":     map[string]any{"algorithm": "ECDSA", "size": int64(256), "rotationPolicy": "Always"},
 		"uris":           []any{child.Identity(r.trustDomain(t), t.Namespace, t.Name)},
-		"secretTemplate": map[string]any{"labels": map[string]any{child.LabelTunnel: t.Name}},
+		"secretTemplate": map[string]any{"labels": map[string]any{child.LabelTunnel: t.Name, child.LabelManagedBy: child.ManagedByValue}},
 	}
 	if t.Spec.Role == scitunnelv1.RoleInbound {
 		req := r.serverRequest(s)

@@ -49,6 +49,12 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	// HTTPClient fetches registry URLs; nil means a client with a 15 s timeout.
 	HTTPClient *http.Client
+	// UserObjects reads the registry ConfigMaps users name, which the manager does not cache
+	// (controllers.CacheOptions): the API server, uncached. nil: the client above.
+	UserObjects client.Reader
+	// UserObjectsRecheck is how often such a ConfigMap is read again (it is not watched).
+	// 0: a minute.
+	UserObjectsRecheck time.Duration
 	Clock      clock.PassiveClock
 
 	fetcher *registryFetcher
@@ -62,7 +68,7 @@ type Reconciler struct {
 // loadedRegistry is the registry a pass resolved against.
 type loadedRegistry struct {
 	registry *scitag.Registry
-	raw      []byte // set for URL sources: copied into a ConfigMap for the proxies
+	raw      []byte // the document, copied into "<policy>-registry" for the proxies
 	source   string
 	synced   *metav1.Time
 }
@@ -114,6 +120,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 			requeue = min(requeue, time.Minute) // retry a failed fetch sooner
 		}
 	}
+	if src := p.Spec.Registry; src != nil && src.ConfigMapRef != nil {
+		// Users' ConfigMaps are not watched (not cached): read it again periodically.
+		requeue = cmp.Or(r.UserObjectsRecheck, time.Minute)
+	}
 	p.Status.Registry = &scitunnelv1.RegistryStatus{
 		Source:   reg.source,
 		Version:  int32(reg.registry.Version),
@@ -121,7 +131,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		LastSync: reg.synced,
 		Pairs:    int32(reg.registry.Len()),
 	}
-	if p.Spec.Registry != nil && p.Spec.Registry.URL != "" && reg.raw != nil {
+	if reg.raw != nil {
 		if err := r.applyRegistryConfigMap(ctx, p, reg.raw); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -171,7 +181,7 @@ func (r *Reconciler) loadRegistry(ctx context.Context, p *scitunnelv1.ScitagPoli
 		ref := src.ConfigMapRef
 		key := cmp.Or(ref.Key, "api.json")
 		var cm corev1.ConfigMap
-		if err := r.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: ref.Name}, &cm); err != nil {
+		if err := r.userObjects().Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: ref.Name}, &cm); err != nil {
 			if !apierrors.IsNotFound(err) {
 				return loadedRegistry{}, false, err
 			}
@@ -191,12 +201,20 @@ func (r *Reconciler) loadRegistry(ctx context.Context, p *scitunnelv1.ScitagPoli
 		}
 		synced := metav1.NewTime(now.UTC().Truncate(time.Second))
 		set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionTrue, "Loaded", fmt.Sprintf("read ConfigMap %q key %q", ref.Name, key))
-		return loadedRegistry{registry: reg, source: "configmap:" + ref.Name + "/" + key, synced: &synced}, true, nil
+		return loadedRegistry{registry: reg, raw: []byte(data), source: "configmap:" + ref.Name + "/" + key, synced: &synced}, true, nil
 	}
 }
 
-// applyRegistryConfigMap keeps "<policy>-registry" with the fetched document, so the proxies of
-// the tunnels it tags name flows with the same registry.
+func (r *Reconciler) userObjects() client.Reader {
+	if r.UserObjects != nil {
+		return r.UserObjects
+	}
+	return r.Client
+}
+
+// applyRegistryConfigMap keeps "<policy>-registry" with the registry document (fetched, or
+// copied from the user's ConfigMap), so the proxies of the tunnels it tags name flows with the
+// same registry, and the tunnel controller reads it from its cache.
 func (r *Reconciler) applyRegistryConfigMap(ctx context.Context, p *scitunnelv1.ScitagPolicy, raw []byte) error {
 	ac := corev1ac.ConfigMap(child.RegistryConfigMapName(p), p.Namespace).
 		WithLabels(map[string]string{child.LabelManagedBy: child.ManagedByValue, child.LabelPolicy: p.Name}).
@@ -345,18 +363,11 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&scitunnelv1.ScitagPolicy{}, builder.WithPredicates(specOrMeta)).
 		Owns(&corev1.ConfigMap{}).
-		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.configMapToPolicies)).
 		Watches(&scitunnelv1.StreamTunnel{}, handler.EnqueueRequestsFromMapFunc(r.tunnelToPolicies), builder.WithPredicates(watch.PeerChanged)).
 		// A policy's status feeds its rivals' Conflict conditions.
 		Watches(&scitunnelv1.ScitagPolicy{}, handler.EnqueueRequestsFromMapFunc(r.rivalPolicies), builder.WithPredicates(specOrMeta)).
 		Named("scitagpolicy").
 		Complete(r)
-}
-
-// configMapToPolicies: a registry ConfigMap's change reaches the policies that read it.
-func (r *Reconciler) configMapToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
-	reqs, _ := indexes.Requests(ctx, r.Client, &scitunnelv1.ScitagPolicyList{}, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexes.RegistryConfigMap: o.GetName()})
-	return reqs
 }
 
 // tunnelToPolicies re-evaluates the policies of a tunnel's namespace when it comes, goes or

@@ -100,18 +100,14 @@ func (r *Reconciler) reconcileScitag(ctx context.Context, s *scope) error {
 	s.fireflies = firefliesFrom(policy.Spec.Fireflies)
 
 	// The proxies name tags with the registry the policy resolved against.
-	if reg := policy.Spec.Registry; reg != nil {
-		cmName, key := child.RegistryConfigMapName(policy), "api.json"
-		if reg.ConfigMapRef != nil {
-			cmName = reg.ConfigMapRef.Name
-			if reg.ConfigMapRef.Key != "" {
-				key = reg.ConfigMapRef.Key
-			}
-		}
+	// (The policy controller copies a registry from a URL or from a user's ConfigMap into
+	// "<policy>-registry", which the manager caches.)
+	if policy.Spec.Registry != nil {
 		var cm corev1.ConfigMap
-		if err := r.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: cmName}, &cm); err == nil && cm.Data[key] != "" {
-			if _, err := scitag.Parse([]byte(cm.Data[key])); err == nil {
-				s.registryJSON = []byte(cm.Data[key])
+		key := client.ObjectKey{Namespace: t.Namespace, Name: child.RegistryConfigMapName(policy)}
+		if err := r.Get(ctx, key, &cm); err == nil && cm.Data["api.json"] != "" {
+			if _, err := scitag.Parse([]byte(cm.Data["api.json"])); err == nil {
+				s.registryJSON = []byte(cm.Data["api.json"])
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // apiCensus counts the API server's requests by verb and resource, read from its own
@@ -27,7 +28,8 @@ func takeAPICensus(ctx context.Context, cfg *rest.Config) (apiCensus, error) {
 	if err != nil {
 		return nil, err
 	}
-	families, err := expfmt.NewTextParser(model.UTF8Validation).TextToMetricFamilies(strings.NewReader(string(body)))
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
 	if err != nil {
 		return nil, err
 	}

@@ -466,6 +466,35 @@ func TestTemplateValues(t *testing.T) { //nolint:gocyclo // one t.Run per values
 		}
 	})
 
+	t.Run("namespaced.yaml", func(t *testing.T) {
+		objs := render(t, "-f", values("namespaced.yaml"))
+		for _, o := range find(objs, "ClusterRole") {
+			if strings.HasSuffix(o.GetName(), "-manager-role") {
+				t.Errorf("namespaced install renders the cluster-wide %s", o.GetName())
+			}
+		}
+		var roleNS, bindingNS []string
+		for _, o := range find(objs, "Role") {
+			if strings.HasSuffix(o.GetName(), "-manager-role") {
+				roleNS = append(roleNS, o.GetNamespace())
+				if !strings.Contains(fmt.Sprint(field(t, o, "rules")), "secrets") {
+					t.Errorf("Role in %s lacks the generated rules", o.GetNamespace())
+				}
+			}
+		}
+		for _, o := range find(objs, "RoleBinding") {
+			if strings.HasSuffix(o.GetName(), "-manager-rolebinding") {
+				bindingNS = append(bindingNS, o.GetNamespace())
+			}
+		}
+		if fmt.Sprint(roleNS) != "[detectors science]" || fmt.Sprint(bindingNS) != "[detectors science]" {
+			t.Errorf("manager Roles in %v, RoleBindings in %v; want one of each in detectors and science", roleNS, bindingNS)
+		}
+		if !slices.Contains(managerArgs(t, objs), "--watch-namespaces=detectors,science") {
+			t.Errorf("manager args %v lack --watch-namespaces", managerArgs(t, objs))
+		}
+	})
+
 	t.Run("ha.yaml", func(t *testing.T) {
 		objs := render(t, "-f", values("ha.yaml"))
 		d := one(t, objs, "Deployment", "-controller-manager")

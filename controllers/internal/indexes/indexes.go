@@ -21,8 +21,6 @@ const (
 	// SecretRefs: StreamTunnels by the user Secrets they mount (certificates.secretRef,
 	// outbound.endpoint.bundleSecretRef).
 	SecretRefs = "spec.secretRefs"
-	// RegistryConfigMap: ScitagPolicies by the ConfigMap holding their registry.
-	RegistryConfigMap = "spec.registry.configMapRef"
 )
 
 // SetupIndexes registers the field indexes. Call it once per manager.
@@ -39,13 +37,7 @@ func SetupIndexes(ctx context.Context, idx client.FieldIndexer) error {
 			return err
 		}
 	}
-	return idx.IndexField(ctx, &scitunnelv1.ScitagPolicy{}, RegistryConfigMap, func(o client.Object) []string {
-		p := o.(*scitunnelv1.ScitagPolicy)
-		if p.Spec.Registry == nil || p.Spec.Registry.ConfigMapRef == nil {
-			return nil
-		}
-		return []string{p.Spec.Registry.ConfigMapRef.Name}
-	})
+	return nil
 }
 
 func inboundRef(t *scitunnelv1.StreamTunnel) []string {
