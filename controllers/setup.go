@@ -141,7 +141,7 @@ func CacheOptions(namespaces ...string) cache.Options {
 	}
 	return cache.Options{
 		DefaultNamespaces: only,
-		DefaultTransform: cache.TransformStripManagedFields(),
+		DefaultTransform:  cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}:               {Label: managed},
 			&appsv1.Deployment{}:        {Label: managed},

@@ -55,7 +55,7 @@ type Reconciler struct {
 	// UserObjectsRecheck is how often such a ConfigMap is read again (it is not watched).
 	// 0: a minute.
 	UserObjectsRecheck time.Duration
-	Clock      clock.PassiveClock
+	Clock              clock.PassiveClock
 
 	fetcher *registryFetcher
 	applier *ssa.Applier
