@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -212,6 +213,10 @@ func (r *Reconciler) applyStatus(ctx context.Context, s *scope) error {
 			s.set(metav1.ConditionUnknown, "Pending", "certificates not checked yet")
 		}
 	}
+	if wait := firstReportWait(t, s.conds[scitunnelv1.ConditionCertificateReady]); wait > 0 {
+		s.requeueAfter(wait)
+		return nil
+	}
 	all, owned := s.conds.Merge(t.Status.Conditions, t.Generation)
 	if equality.Semantic.DeepEqual(all, t.Status.Conditions) && equality.Semantic.DeepEqual(s.certificates, t.Status.Certificates) {
 		return nil
@@ -226,6 +231,23 @@ func (r *Reconciler) applyStatus(ctx context.Context, s *scope) error {
 	// No event here: issuance records its own (CertificateIssued, CertificateRenewed, ...), and
 	// the tunnel controller announces what CertificateReady does to Ready and Degraded.
 	return ssa.ApplyStatus(ctx, r.Client, t, FieldOwner, fields, false)
+}
+
+// FirstReportGrace: how long a new tunnel's first CertificateReady may stay unwritten while it
+// only says "waiting" (an Outbound waiting for its Inbound's CA, which normally comes within
+// moments: the CA Secret's creation triggers the next pass).
+const FirstReportGrace = 10 * time.Second
+
+// firstReportWait says how much longer a new tunnel's first CertificateReady should wait: a
+// "waiting" condition that the next pass replaces at once is not worth a status write (and
+// the tunnel controller's pass it triggers) on each of a thousand new tunnels. 0: write now.
+func firstReportWait(t *scitunnelv1.StreamTunnel, c metav1.Condition) time.Duration {
+	if !Waiting(c.Reason) || meta.FindStatusCondition(t.Status.Conditions, scitunnelv1.ConditionCertificateReady) != nil {
+		return 0
+	}
+	// Wall-clock time against the API server's timestamp: the controller's clock is for
+	// certificate lifetimes.
+	return FirstReportGrace - time.Since(t.CreationTimestamp.Time)
 }
 
 // finalize removes the client certificates issued from an Inbound's CA in every namespace,

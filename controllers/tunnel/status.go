@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -129,6 +130,10 @@ func message(conds []metav1.Condition, degraded bool) string {
 // status as read.
 func (r *Reconciler) applyStatus(ctx context.Context, s *scope, succeeded bool) error {
 	t := s.tunnel
+	if wait := r.firstStatusWait(s); wait > 0 {
+		s.requeueAfter(wait)
+		return nil
+	}
 	r.summarize(s)
 	all, conds := s.conditions.Merge(s.orig.Conditions, t.Generation)
 	st := t.Status
@@ -165,6 +170,22 @@ func (r *Reconciler) applyStatus(ctx context.Context, s *scope, succeeded bool) 
 			return now.Status == metav1.ConditionFalse && old != nil && old.Status == metav1.ConditionTrue
 		})
 	return nil
+}
+
+// firstStatusWait says how much longer a new tunnel's first status should wait. Until the
+// certificates controller has looked at a new tunnel, a pass can only report "certificates not
+// checked yet", which the pass that CertificateReady triggers replaces right away: at a thousand
+// new tunnels those throwaway writes (and their events) were a third of the API server's load.
+// A tunnel whose certificates controller stays silent (it also holds back a first "waiting"
+// for up to the same grace) still gets its status after the grace.
+// 0: write now.
+func (r *Reconciler) firstStatusWait(s *scope) time.Duration {
+	t := s.tunnel
+	if s.tlsSecret == "" || s.certsChecked || meta.FindStatusCondition(s.orig.Conditions, scitunnelv1.ConditionReady) != nil {
+		return 0
+	}
+	// Wall-clock time against the API server's timestamp, as tagPendingWait.
+	return certificates.FirstReportGrace - time.Since(t.CreationTimestamp.Time)
 }
 
 // othersChanged lets through the status changes of other controllers that this one reads:
