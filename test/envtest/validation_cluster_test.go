@@ -91,7 +91,7 @@ var podTunnelEntries = []TableEntry{
 	Entry("pod label value with a space", validInbound+`pod: {labels: {team: "data acquisition"}}`,
 		"spec.pod.labels[team]", "must be a label value"),
 	Entry("pod label value of 64 characters", validInbound+`pod: {labels: {team: `+strings.Repeat("d", 64)+`}}`,
-		"spec.pod.labels[team]", "must be a label value", "at most 63"),
+		"spec.pod.labels.team", "may not be more than 63 bytes"),
 	Entry("pod annotation key with a space", validInbound+`pod: {annotations: {"prometheus.io/ scrape": "true"}}`,
 		"spec.pod.annotations", "is not a qualified name"),
 	Entry("pod annotation key ending in a dash", validInbound+`pod: {annotations: {"scrape-": "true"}}`,
