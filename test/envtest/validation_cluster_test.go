@@ -1,9 +1,18 @@
 package envtest_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"github.com/scitunnel/scitunnel/test/envtest/testenv"
 )
 
 // The rules that keep a shared cluster safe (issue 11): specs the API server used to accept
@@ -324,4 +333,21 @@ tunnelSelector:
   - {key: scitags.org/activity, operator: Exists}
   - {key: legacy, operator: DoesNotExist}`)),
 	Entry("an http registry with a port and a query", policyWith(`registry: {url: "http://registry.internal:8080/api.json?v=2", refreshInterval: 168h}`)),
+}
+
+// createE2ETunnels creates test/e2e/testdata/tunnels.yaml's objects, filled in as the e2e suite
+// fills them, in a namespace of their own: a rule that refused them would only show on a cluster.
+func createE2ETunnels() {
+	const ns = "e2e-fixture"
+	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "test", "e2e", "testdata", "tunnels.yaml"))
+	Expect(err).NotTo(HaveOccurred())
+	filled := strings.NewReplacer("${NAMESPACE}", ns, "${SAMPLING_RATE}", "100").Replace(string(data))
+	docs := strings.Split(filled, "\n---\n")
+	Expect(docs).To(HaveLen(3))
+	for _, doc := range docs {
+		u := &unstructured.Unstructured{}
+		Expect(yaml.Unmarshal([]byte(doc), &u.Object)).To(Succeed())
+		Expect(k8sClient.Create(ctx, u)).To(Succeed(), "test/e2e/testdata/tunnels.yaml: %s", u.GetName())
+	}
 }

@@ -95,6 +95,8 @@ var _ = Describe("API validation", Ordered, func() {
 		}
 	})
 
+	It("accepts the end-to-end suite's tunnels", createE2ETunnels)
+
 	DescribeTable("refuses an invalid StreamTunnel, naming the field and what is allowed",
 		func(spec string, wants ...string) { refused("StreamTunnel", spec, wants...) },
 
