@@ -14,6 +14,7 @@ type Port int32
 // +kubebuilder:validation:MaxLength=261
 // +kubebuilder:validation:XValidation:rule="self.matches('^(\\\\[[0-9A-Fa-f:.]+\\\\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$')",message="must be host:port, e.g. producer.daq.svc:5000 or [2001:db8::1]:5000"
 // +kubebuilder:validation:XValidation:rule="!self.matches(':[0-9]{1,5}$') || (int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535)",message="the port after the colon must be 1..65535"
+// +kubebuilder:validation:XValidation:rule="!self.matches(':[0-9]{1,5}$') || (self.startsWith('[') ? isIP(self.substring(1, self.lastIndexOf(':') - 1)) : (isIP(self.substring(0, self.lastIndexOf(':'))) || !format.dns1123Subdomain().validate(self.substring(0, self.lastIndexOf(':')).lowerAscii()).hasValue()))",message="the host before the port must be a DNS name (labels of letters, digits and '-' separated by dots), an IPv4 address, or an IPv6 address in brackets"
 type HostPort string
 
 // ExperimentRef names a scitags experiment by its registry name ("atlas") or its decimal id ("2").
@@ -33,10 +34,11 @@ type ActivityRef string
 
 // LocalObjectReference names an object in the same namespace.
 type LocalObjectReference struct {
-	// name of the object.
+	// name of the object: a DNS subdomain (lower case letters, digits, '-' and '.').
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="name must be an object name: a DNS subdomain of lower case letters, digits, - and . (e.g. detector-bundle)"
 	Name string `json:"name"`
 }
 
@@ -54,3 +56,10 @@ type FirefliesSpec struct {
 	// +optional
 	ToPeer *bool `json:"toPeer,omitempty"`
 }
+
+// LabelValue is a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.', starting
+// and ending with a letter or digit (or empty). An alias, so that maps of them stay
+// map[string]string for their readers; the bound keeps the rule's CEL cost within budget.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:XValidation:rule="!format.labelValue().validate(self).hasValue()",message="must be a label value: at most 63 letters, digits, -, _ or . starting and ending with a letter or digit"
+type LabelValue = string

@@ -20,8 +20,15 @@ type ScitagPolicySpec struct {
 	Registry *RegistrySource `json:"registry,omitempty"`
 
 	// tunnelSelector chooses the StreamTunnels of this namespace that this policy tags (besides
-	// those naming it in spec.scitag.policyRef). Empty selects none.
+	// those naming it in spec.scitag.policyRef). Empty selects none. Operators are In, NotIn
+	// (with values), Exists and DoesNotExist (without); matchLabels holds label keys and
+	// values of at most 63 characters.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",fieldPath=".matchExpressions",message="spec.tunnelSelector.matchExpressions: each operator must be one of In, NotIn, Exists, DoesNotExist"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !(e.operator in ['In', 'NotIn']) || (has(e.values) && size(e.values) > 0))",fieldPath=".matchExpressions",message="spec.tunnelSelector.matchExpressions: operators In and NotIn need at least one value"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !(e.operator in ['Exists', 'DoesNotExist']) || !has(e.values) || size(e.values) == 0)",fieldPath=".matchExpressions",message="spec.tunnelSelector.matchExpressions: operators Exists and DoesNotExist take no values"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchLabels) || self.matchLabels.all(k, !format.qualifiedName().validate(k).hasValue())",fieldPath=".matchLabels",message="spec.tunnelSelector.matchLabels: each key must be a label key: an optional DNS prefix and /, then at most 63 letters, digits, -, _ or . starting and ending with a letter or digit"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchLabels) || self.matchLabels.all(k, size(self.matchLabels[k]) <= 63)",fieldPath=".matchLabels",message="spec.tunnelSelector.matchLabels: each value must be a label value of at most 63 characters"
 	TunnelSelector *metav1.LabelSelector `json:"tunnelSelector,omitempty"`
 
 	// entropy fills the five entropy bits of the label with fresh random bits per connection, so
@@ -41,14 +48,18 @@ type ScitagPolicySpec struct {
 // +kubebuilder:validation:XValidation:rule="has(self.url) || has(self.configMapRef)",message="spec.registry needs url or configMapRef (omit spec.registry to use the compiled-in snapshot)"
 // +kubebuilder:validation:XValidation:rule="!has(self.refreshInterval) || has(self.url)",message="spec.registry.refreshInterval applies only to url"
 type RegistrySource struct {
-	// url of the registry, e.g. https://www.scitags.org/api.json.
+	// url of the registry, e.g. https://www.scitags.org/api.json: scheme http or https, a
+	// host, no user:password@ and no #fragment. (Whether the operator fetches plain http or
+	// in-cluster hosts is its own setting, checked when it fetches.)
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('[[:space:]]') && isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="spec.registry.url must be an http:// or https:// URL with a host and no spaces, e.g. https://www.scitags.org/api.json"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@')",message="spec.registry.url must not carry user:password@: the registry is read anonymously"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('#')",message="spec.registry.url must not carry a #fragment: it is never sent to the server"
 	URL string `json:"url,omitempty"`
-	// refreshInterval between fetches of url. Default 600s (as sFlow-RT does); at least 60s.
+	// refreshInterval between fetches of url. Default 600s (as sFlow-RT does); 60s to 168h.
 	// +optional
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('60s')",message="spec.registry.refreshInterval must be at least 60s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('60s') && duration(self) <= duration('168h')",message="spec.registry.refreshInterval must be at least 60s and at most 168h"
 	RefreshInterval *metav1.Duration `json:"refreshInterval,omitempty"`
 	// configMapRef names a ConfigMap in this namespace holding the registry.
 	// +optional
@@ -61,6 +72,7 @@ type ConfigMapKeyReference struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="spec.registry.configMapRef.name must be a ConfigMap name: a DNS subdomain of lower case letters, digits, - and ."
 	Name string `json:"name"`
 	// key holding the registry JSON; default "api.json".
 	// +optional
@@ -168,6 +180,7 @@ type RegistryStatus struct {
 // +kubebuilder:printcolumn:name="Conflict",type=string,JSONPath=`.status.conditions[?(@.type=="Conflict")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Registry",type=string,JSONPath=`.status.registry.source`,priority=1
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name of a ScitagPolicy must be at most 63 characters: the operator labels the objects it tags with it, and a label value holds 63"
 type ScitagPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -54,6 +54,12 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.parallelStreams) || !has(self.inbound) || !has(self.inbound.listenPortRange) || self.inbound.listenPortRange.last - self.inbound.listenPortRange.first + 1 == self.parallelStreams",fieldPath=".inbound.listenPortRange",reason="FieldValueInvalid",message="spec.inbound.listenPortRange must hold exactly spec.parallelStreams ports (one listener per stream)"
 // +kubebuilder:validation:XValidation:rule="!has(self.inbound) || !has(self.inbound.allowedClients) || size(self.inbound.allowedClients) == 0 || self.protocol == 'TLS' || (self.protocol == 'UDP' && (!has(self.udpTransport) || self.udpTransport == 'TLS'))",fieldPath=".inbound.allowedClients",reason="FieldValueForbidden",message="spec.inbound.allowedClients needs mutual TLS: protocol TLS, or UDP with udpTransport TLS"
 // +kubebuilder:validation:XValidation:rule="!has(self.outbound) || !has(self.outbound.endpoint) || has(self.outbound.endpoint.bundleSecretRef) || self.protocol == 'TCP' || (self.protocol == 'UDP' && has(self.udpTransport) && self.udpTransport == 'Plain') || (has(self.certificates) && self.certificates.source != 'Operator')",fieldPath=".outbound.endpoint.bundleSecretRef",reason="FieldValueRequired",message="spec.outbound.endpoint.bundleSecretRef is required for mutual TLS: copy the inbound end's connection-bundle Secret into this namespace and name it here (or use certificates.source Secret or CertManager)"
+// +kubebuilder:validation:XValidation:rule="self.protocol != 'UDP' || !has(self.inbound) || !has(self.inbound.listenPorts) || !(6343 in self.inbound.listenPorts)",fieldPath=".inbound.listenPorts",reason="FieldValueForbidden",message="spec.inbound.listenPorts must not include 6343 with protocol UDP: the pod's sFlow sidecar receives samples on UDP 6343 (and Outbound ends mirror these ports as UDP listeners); pick another port"
+// +kubebuilder:validation:XValidation:rule="self.protocol != 'UDP' || !has(self.inbound) || !has(self.inbound.listenPortRange) || self.inbound.listenPortRange.first > 6343 || self.inbound.listenPortRange.last < 6343",fieldPath=".inbound.listenPortRange",reason="FieldValueForbidden",message="spec.inbound.listenPortRange must not cover 6343 with protocol UDP: the pod's sFlow sidecar receives samples on UDP 6343 (and Outbound ends mirror these ports as UDP listeners); pick another range"
+// +kubebuilder:validation:XValidation:rule="self.protocol != 'UDP' || !has(self.outbound) || !has(self.outbound.listenPorts) || !(6343 in self.outbound.listenPorts)",fieldPath=".outbound.listenPorts",reason="FieldValueForbidden",message="spec.outbound.listenPorts must not include 6343 with protocol UDP: the pod's sFlow sidecar receives samples on UDP 6343; pick another port"
+// +kubebuilder:validation:XValidation:rule="self.protocol != 'UDP' || !has(self.outbound) || !has(self.outbound.listenPortRange) || self.outbound.listenPortRange.first > 6343 || self.outbound.listenPortRange.last < 6343",fieldPath=".outbound.listenPortRange",reason="FieldValueForbidden",message="spec.outbound.listenPortRange must not cover 6343 with protocol UDP: the pod's sFlow sidecar receives samples on UDP 6343; pick another range"
+// +kubebuilder:validation:XValidation:rule="self.protocol != 'UDP' || !has(self.outbound) || !has(self.outbound.endpoint) || has(self.outbound.listenPorts) || has(self.outbound.listenPortRange) || !(6343 in self.outbound.endpoint.ports)",fieldPath=".outbound.endpoint.ports",reason="FieldValueForbidden",message="spec.outbound.endpoint.ports includes 6343, which this end would mirror as a local UDP listener where the pod's sFlow sidecar receives samples: set spec.outbound.listenPorts or listenPortRange to other local ports"
+// +kubebuilder:validation:XValidation:rule="self.role != 'Outbound' || !has(self.certificates) || !has(self.certificates.extraSANs) || size(self.certificates.extraSANs) == 0",fieldPath=".certificates.extraSANs",reason="FieldValueForbidden",message="spec.certificates.extraSANs applies only to the Inbound end (its server certificate); remove it from this Outbound end"
 type StreamTunnelSpec struct {
 	// role is Inbound (producer's site) or Outbound (consumer's site). It cannot change.
 	// +required
@@ -113,9 +119,10 @@ type StreamTunnelSpec struct {
 	// +optional
 	Telemetry *TelemetrySpec `json:"telemetry,omitempty"`
 
-	// idleTimeout closes a connection idle in both directions this long. Unset: never (science
-	// streams may pause for long stretches).
+	// idleTimeout closes a connection idle in both directions this long: 1s to 168h. Unset:
+	// never (science streams may pause for long stretches).
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('168h')",message="spec.idleTimeout must be between 1s and 168h (unset it to never close idle connections)"
 	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
 
 	// pod passes placement and resources through to the proxy pods.
@@ -137,10 +144,13 @@ type InboundSpec struct {
 	Producers []HostPort `json:"producers"`
 
 	// listenPorts are the ports peers connect to, one per stream. Set this or listenPortRange.
+	// 9090 and 9091 are the pod's own (admin and analyzer endpoints), and 6343 too with
+	// protocol UDP (sFlow).
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="!self.exists(p, p == 9090 || p == 9091)",message="spec.inbound.listenPorts must not include 9090 or 9091: the proxy pod's admin (9090) and analyzer (9091) endpoints use them; pick other ports"
 	ListenPorts []Port `json:"listenPorts,omitempty"`
 
 	// listenPortRange is a consecutive range of listener ports, one per stream.
@@ -148,13 +158,15 @@ type InboundSpec struct {
 	ListenPortRange *PortRange `json:"listenPortRange,omitempty"`
 
 	// allowedClients is an allow-list of client identities: the client certificate must carry
-	// one of these DNS, URI (e.g. spiffe://...) or IP SANs. Empty accepts any certificate
-	// signed by this tunnel's CA. Outbound ends wired automatically are added for you.
+	// one of these DNS, URI (e.g. spiffe://...), email or IP SANs, matched exactly. Empty
+	// accepts any certificate signed by this tunnel's CA. Outbound ends wired automatically are
+	// added for you.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=512
+	// +kubebuilder:validation:items:XValidation:rule="isIP(self) || !format.dns1123Subdomain().validate(self).hasValue() || (self.contains('://') && isURL(self)) || self.matches('^[^@[:space:]]+@[^@[:space:]]+$')",message="each spec.inbound.allowedClients entry must be a certificate identity: a lower-case DNS name, an IP address, a URI with a scheme (spiffe://trust.domain/ns/a/streamtunnel/b) or an email address"
 	AllowedClients []string `json:"allowedClients,omitempty"`
 
 	// allowedPeerNamespaces are the namespaces whose Outbound StreamTunnels may reference this
@@ -179,6 +191,7 @@ type InboundSpec struct {
 //
 // +kubebuilder:validation:XValidation:rule="self.last >= self.first",message="listenPortRange.last must not be below listenPortRange.first"
 // +kubebuilder:validation:XValidation:rule="self.last - self.first < 64",message="listenPortRange holds at most 64 ports"
+// +kubebuilder:validation:XValidation:rule="self.last < 9090 || self.first > 9091",message="listenPortRange must not cover 9090 or 9091: the proxy pod's admin (9090) and analyzer (9091) endpoints use them; pick another range"
 type PortRange struct {
 	// first port of the range.
 	// +required
@@ -195,6 +208,7 @@ type PortRange struct {
 // +kubebuilder:validation:XValidation:rule="!(has(self.listenPorts) && has(self.listenPortRange))",message="set at most one of spec.outbound.listenPorts or spec.outbound.listenPortRange"
 // +kubebuilder:validation:XValidation:rule="!has(self.endpoint) || !has(self.listenPorts) || size(self.listenPorts) == size(self.endpoint.ports)",message="spec.outbound.listenPorts must hold one local port per spec.outbound.endpoint.ports entry"
 // +kubebuilder:validation:XValidation:rule="!has(self.endpoint) || !has(self.listenPortRange) || self.listenPortRange.last - self.listenPortRange.first + 1 == size(self.endpoint.ports)",message="spec.outbound.listenPortRange must hold one local port per spec.outbound.endpoint.ports entry"
+// +kubebuilder:validation:XValidation:rule="!has(self.endpoint) || has(self.listenPorts) || has(self.listenPortRange) || !self.endpoint.ports.exists(p, p == 9090 || p == 9091)",fieldPath=".endpoint.ports",reason="FieldValueForbidden",message="spec.outbound.endpoint.ports includes 9090 or 9091, which this end would mirror as local listeners where the proxy pod's admin and analyzer endpoints are: set spec.outbound.listenPorts or listenPortRange to other local ports"
 type OutboundSpec struct {
 	// tunnelRef names an Inbound StreamTunnel in this cluster; the operator wires the two ends
 	// (addresses, ports, certificates from the inbound's CA). The inbound must list this
@@ -207,11 +221,13 @@ type OutboundSpec struct {
 	Endpoint *RemoteEndpoint `json:"endpoint,omitempty"`
 
 	// listenPorts are the local ports consumers connect to, one per remote port, in order.
-	// Default: the same port numbers as the remote's.
+	// Default: the same port numbers as the remote's. 9090 and 9091 are the pod's own (admin
+	// and analyzer endpoints), and 6343 too with protocol UDP (sFlow).
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="!self.exists(p, p == 9090 || p == 9091)",message="spec.outbound.listenPorts must not include 9090 or 9091: the proxy pod's admin (9090) and analyzer (9091) endpoints use them; pick other ports"
 	ListenPorts []Port `json:"listenPorts,omitempty"`
 
 	// listenPortRange is a consecutive range of local ports, one per remote port.
@@ -225,10 +241,12 @@ type TunnelReference struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="size(self) <= 48 && !format.dns1035Label().validate(self).hasValue()",message="spec.outbound.tunnelRef.name must be a StreamTunnel name: lower case letters, digits and -, starting with a letter, at most 48 characters"
 	Name string `json:"name"`
 	// namespace of the Inbound StreamTunnel; default this tunnel's namespace.
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="!format.dns1123Label().validate(self).hasValue()",message="spec.outbound.tunnelRef.namespace must be a namespace name: lower case letters, digits and -, starting and ending with a letter or digit"
 	Namespace string `json:"namespace,omitempty"`
 }
 
@@ -238,7 +256,7 @@ type RemoteEndpoint struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$') || self.matches('^[0-9A-Fa-f:.]+$')",message="spec.outbound.endpoint.address must be a DNS name or an IP address without port or brackets"
+	// +kubebuilder:validation:XValidation:rule="isIP(self) || !format.dns1123Subdomain().validate(self.lowerAscii()).hasValue()",message="spec.outbound.endpoint.address must be a DNS name or an IP address without port or brackets"
 	Address string `json:"address"`
 	// ports of the Inbound end's listeners, one per stream.
 	// +required
@@ -250,33 +268,41 @@ type RemoteEndpoint struct {
 	// "<name>-bundle" Secret, copied into this namespace): ca.crt, tls.crt, tls.key.
 	// +optional
 	BundleSecretRef *LocalObjectReference `json:"bundleSecretRef,omitempty"`
-	// serverName the Inbound end's certificate must carry; default: address.
+	// serverName the Inbound end's certificate must carry (a DNS name or an IP address);
+	// default: address.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="isIP(self) || !format.dns1123Subdomain().validate(self.lowerAscii()).hasValue()",message="spec.outbound.endpoint.serverName must be a DNS name or an IP address, as in the Inbound end's certificate"
 	ServerName string `json:"serverName,omitempty"`
 }
 
 // ExposureSpec shapes the Service in front of the proxy pods.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.loadBalancerClass) || (has(self.type) && self.type == 'LoadBalancer')",fieldPath=".loadBalancerClass",reason="FieldValueForbidden",message="spec.exposure.loadBalancerClass applies only to type LoadBalancer: set spec.exposure.type: LoadBalancer or remove it"
 type ExposureSpec struct {
 	// type of the Service: ClusterIP (default), NodePort or LoadBalancer.
 	// +optional
 	// +kubebuilder:default=ClusterIP
 	// +kubebuilder:validation:Enum=ClusterIP;NodePort;LoadBalancer
 	Type corev1.ServiceType `json:"type,omitempty"`
-	// annotations added to the Service (load-balancer settings, external-dns, ...).
+	// annotations added to the Service (load-balancer settings, external-dns, ...). Keys are
+	// qualified names ([prefix/]name).
 	// +optional
 	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",messageExpression="'spec.exposure.annotations: key ' + self.filter(k, format.qualifiedName().validate(k).hasValue())[0] + ' is not a qualified name: an optional DNS prefix and /, then at most 63 letters, digits, -, _ or . starting and ending with a letter or digit'"
 	Annotations map[string]string `json:"annotations,omitempty"`
-	// loadBalancerClass of a LoadBalancer Service.
+	// loadBalancerClass of a LoadBalancer Service (type LoadBalancer only), a qualified name
+	// such as example.org/dtn-lb.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!format.qualifiedName().validate(self).hasValue()",message="spec.exposure.loadBalancerClass must be a qualified name such as example.org/dtn-lb"
 	LoadBalancerClass *string `json:"loadBalancerClass,omitempty"`
 	// advertisedAddress is the DNS name or IP peers in other clusters use. It is put in the
 	// server certificate and the connection bundle. Default: the LoadBalancer's ingress, else
 	// the Service's cluster DNS name.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$') || self.matches('^[0-9A-Fa-f:.]+$')",message="spec.exposure.advertisedAddress must be a DNS name or an IP address"
+	// +kubebuilder:validation:XValidation:rule="isIP(self) || !format.dns1123Subdomain().validate(self.lowerAscii()).hasValue()",message="spec.exposure.advertisedAddress must be a DNS name or an IP address, without port or brackets"
 	AdvertisedAddress string `json:"advertisedAddress,omitempty"`
 }
 
@@ -313,7 +339,9 @@ type CertificatesSpec struct {
 	// +optional
 	IssuerRef *IssuerReference `json:"issuerRef,omitempty"`
 	// duration of the leaf certificates the operator or cert-manager issues; renewed at two
-	// thirds of it. Default 2160h (90 days); 1h to 8760h.
+	// thirds of it. Default 2160h (90 days); 1h to 8760h on either end. An Outbound end's
+	// client certificate comes from its Inbound's CA: the operator may issue it for less than
+	// asked (never beyond what the CA allows).
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h') && duration(self) <= duration('8760h')",message="spec.certificates.duration must be between 1h and 8760h"
 	Duration *metav1.Duration `json:"duration,omitempty"`
@@ -324,13 +352,13 @@ type CertificatesSpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`
 	TrustDomain string `json:"trustDomain,omitempty"`
-	// extraSANs are added to the server certificate (Inbound): DNS names or IP addresses
-	// peers use besides the Service's names.
+	// extraSANs are added to the server certificate (Inbound only): DNS names (a leading
+	// "*." for a wildcard) or IP addresses peers use besides the Service's names.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=16
 	// +kubebuilder:validation:items:MaxLength=253
-	// +kubebuilder:validation:items:Pattern=`^([A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+)$`
+	// +kubebuilder:validation:items:XValidation:rule="isIP(self) || !format.dns1123Subdomain().validate((self.startsWith('*.') ? self.substring(2) : self).lowerAscii()).hasValue()",message="each spec.certificates.extraSANs entry must be a DNS name (optionally *.domain) or an IP address"
 	ExtraSANs []string `json:"extraSANs,omitempty"`
 }
 
@@ -340,6 +368,7 @@ type IssuerReference struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="spec.certificates.issuerRef.name must be an issuer name: a DNS subdomain of lower case letters, digits, - and ."
 	Name string `json:"name"`
 	// kind: Issuer (default, same namespace) or ClusterIssuer.
 	// +optional
@@ -350,6 +379,7 @@ type IssuerReference struct {
 	// +optional
 	// +kubebuilder:default=cert-manager.io
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="spec.certificates.issuerRef.group must be an API group such as cert-manager.io"
 	Group string `json:"group,omitempty"`
 }
 
@@ -395,10 +425,16 @@ type TelemetrySpec struct {
 }
 
 // ProxyPodSpec is passed through to the proxy pods.
+//
+// Its DeepCopy is written by hand (proxypodspec_deepcopy.go): controller-gen's object generator
+// cannot copy maps whose values are the LabelValue alias.
+// +kubebuilder:object:generate=false
 type ProxyPodSpec struct {
-	// nodeSelector of the proxy pods.
+	// nodeSelector of the proxy pods: label keys and values.
 	// +optional
-	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",messageExpression="'spec.pod.nodeSelector: key ' + self.filter(k, format.qualifiedName().validate(k).hasValue())[0] + ' is not a label key: an optional DNS prefix and /, then at most 63 letters, digits, -, _ or . starting and ending with a letter or digit'"
+	NodeSelector map[string]LabelValue `json:"nodeSelector,omitempty"`
 	// tolerations of the proxy pods.
 	// +optional
 	// +listType=atomic
@@ -415,21 +451,26 @@ type ProxyPodSpec struct {
 	// priorityClassName of the proxy pods.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="spec.pod.priorityClassName must be a PriorityClass name: a DNS subdomain of lower case letters, digits, - and ."
 	PriorityClassName string `json:"priorityClassName,omitempty"`
-	// resources of the proxy container.
+	// resources of the proxy container. Limits must not be below requests.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.limits) || !has(self.requests) || ['cpu', 'memory', 'ephemeral-storage'].all(r, !(r in self.limits) || !(r in self.requests) || !isQuantity(string(self.limits[r])) || !isQuantity(string(self.requests[r])) || quantity(string(self.limits[r])).compareTo(quantity(string(self.requests[r]))) >= 0)",fieldPath=".limits",messageExpression="'spec.pod.resources.limits.' + ['cpu', 'memory', 'ephemeral-storage'].filter(r, r in self.limits && r in self.requests && isQuantity(string(self.limits[r])) && isQuantity(string(self.requests[r])) && quantity(string(self.limits[r])).compareTo(quantity(string(self.requests[r]))) < 0)[0] + ' must not be below its request: raise the limit or lower the request'"
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
-	// sidecarResources of the sFlow sidecar container.
+	// sidecarResources of the sFlow sidecar container. Limits must not be below requests.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.limits) || !has(self.requests) || ['cpu', 'memory', 'ephemeral-storage'].all(r, !(r in self.limits) || !(r in self.requests) || !isQuantity(string(self.limits[r])) || !isQuantity(string(self.requests[r])) || quantity(string(self.limits[r])).compareTo(quantity(string(self.requests[r]))) >= 0)",fieldPath=".limits",messageExpression="'spec.pod.sidecarResources.limits.' + ['cpu', 'memory', 'ephemeral-storage'].filter(r, r in self.limits && r in self.requests && isQuantity(string(self.limits[r])) && isQuantity(string(self.requests[r])) && quantity(string(self.limits[r])).compareTo(quantity(string(self.requests[r]))) < 0)[0] + ' must not be below its request: raise the limit or lower the request'"
 	SidecarResources *corev1.ResourceRequirements `json:"sidecarResources,omitempty"`
-	// annotations added to the proxy pods.
+	// annotations added to the proxy pods. Keys are qualified names ([prefix/]name).
 	// +optional
 	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",messageExpression="'spec.pod.annotations: key ' + self.filter(k, format.qualifiedName().validate(k).hasValue())[0] + ' is not a qualified name: an optional DNS prefix and /, then at most 63 letters, digits, -, _ or . starting and ending with a letter or digit'"
 	Annotations map[string]string `json:"annotations,omitempty"`
-	// labels added to the proxy pods.
+	// labels added to the proxy pods: label keys and values (the operator's own labels win).
 	// +optional
 	// +kubebuilder:validation:MaxProperties=32
-	Labels map[string]string `json:"labels,omitempty"`
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",messageExpression="'spec.pod.labels: key ' + self.filter(k, format.qualifiedName().validate(k).hasValue())[0] + ' is not a label key: an optional DNS prefix and /, then at most 63 letters, digits, -, _ or . starting and ending with a letter or digit'"
+	Labels map[string]LabelValue `json:"labels,omitempty"`
 }
 
 // Condition types of a StreamTunnel.

@@ -57,6 +57,14 @@ func refused(kind, spec string, wants ...string) {
 	}
 }
 
+// accepted creates a valid object (under a generated name) and deletes it again.
+func accepted(kind, spec string) {
+	obj := object(kind, "", spec)
+	obj.SetGenerateName("edge-")
+	Expect(k8sClient.Create(ctx, obj)).To(Succeed(), "the API server refused a valid %s: %s", kind, spec)
+	Expect(k8sClient.Delete(ctx, obj)).To(Succeed())
+}
+
 var _ = Describe("API validation", Ordered, func() {
 	BeforeAll(func() {
 		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: validationNS}})).To(Succeed())
@@ -86,6 +94,8 @@ var _ = Describe("API validation", Ordered, func() {
 			Expect(k8sClient.Create(ctx, u)).To(Succeed(), "sample %s", f)
 		}
 	})
+
+	It("accepts the end-to-end suite's tunnels", createE2ETunnels)
 
 	DescribeTable("refuses an invalid StreamTunnel, naming the field and what is allowed",
 		func(spec string, wants ...string) { refused("StreamTunnel", spec, wants...) },
@@ -270,7 +280,7 @@ inbound: {producers: ["p:5000"], listenPorts: [5100], allowedPeerNamespaces: ["B
 		Entry("certificate lifetime too short", validInbound+`certificates: {duration: 10m}`,
 			"spec.certificates.duration", "between 1h and 8760h"),
 		Entry("invalid extra SAN", validInbound+`certificates: {extraSANs: ["not a name!"]}`,
-			"spec.certificates.extraSANs[0]", "should match"),
+			"spec.certificates.extraSANs[0]", "must be a DNS name (optionally *.domain) or an IP address"),
 
 		// scitag
 		Entry("policyRef together with an inline tag", validInbound+`scitag: {policyRef: {name: p}, experiment: atlas, activity: Debug}`,
@@ -291,7 +301,13 @@ inbound: {producers: ["p:5000"], listenPorts: [5100], allowedPeerNamespaces: ["B
 			"spec.telemetry.collectors[0]", "must be host:port"),
 		Entry("firefly collector with port 0", validInbound+`telemetry: {fireflies: {enabled: true, collectors: ["collector:0"]}}`,
 			"spec.telemetry.fireflies.collectors[0]", "port after the colon must be 1..65535"),
+		podContractTunnelEntries, podTunnelEntries, identityTunnelEntries,
 	)
+
+	DescribeTable("accepts StreamTunnel specs just inside the rules",
+		func(spec string) { accepted("StreamTunnel", spec) }, acceptedTunnelSpecs)
+	DescribeTable("accepts ScitagPolicy specs just inside the rules",
+		func(spec string) { accepted("ScitagPolicy", spec) }, acceptedPolicySpecs)
 
 	It("refuses names that cannot name the tunnel's Service", func() {
 		for _, name := range []string{"1detector", strings.Repeat("d", 49)} {
@@ -313,6 +329,13 @@ inbound: {producers: ["p:5000"], listenPorts: [5100], allowedPeerNamespaces: ["B
 		Expect(err).To(HaveOccurred())
 		Expect(err.Error()).To(ContainSubstring("spec.role"))
 		Expect(err.Error()).To(ContainSubstring("spec.role is immutable"))
+	})
+
+	It("refuses ScitagPolicy names that cannot be a label value", func() {
+		err := k8sClient.Create(ctx, object("ScitagPolicy", strings.Repeat("p", 64), policyWith("")))
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring("metadata.name of a ScitagPolicy must be at most 63 characters"))
+		Expect(k8sClient.Create(ctx, object("ScitagPolicy", strings.Repeat("p", 63), policyWith("")))).To(Succeed())
 	})
 
 	DescribeTable("refuses an invalid ScitagPolicy, naming the field and what is allowed",
@@ -337,7 +360,7 @@ registry: {}`,
 experiment: atlas
 activity: Debug
 registry: {url: "ftp://registry.example.org/api.json"}`,
-			"spec.registry.url", "should match"),
+			"spec.registry.url", "must be an http:// or https:// URL"),
 		Entry("refresh interval too short", `
 experiment: atlas
 activity: Debug
@@ -353,5 +376,6 @@ experiment: atlas
 activity: Debug
 registry: {configMapRef: {name: reg, key: "a/b"}}`,
 			"spec.registry.configMapRef.key", "should match"),
+		sharedClusterPolicyEntries,
 	)
 })
