@@ -227,34 +227,23 @@ func (s *udpSession) datagramsToTarget(up net.Conn, framed bool, cnt *byteCounte
 // repliesToClient sends what the target answers back to the session's client address.
 func (s *udpSession) repliesToClient(up net.Conn, framed bool, cnt *byteCounter) {
 	defer s.close()
-	buf := make([]byte, maxDatagram+1)
-	var fr *frameReader
-	if framed {
-		fr = newFrameReader(up)
-	}
+	replies := newDatagramReader(up, framed)
 	for {
-		var b []byte
-		var err error
-		if framed {
-			b, err = fr.read(buf)
-		} else {
-			var n int
-			n, err = up.Read(buf)
-			b = buf[:n]
-		}
+		err := replies.next(func(b []byte) {
+			s.touch()
+			if !s.p.datagramFits(s.p.cfg.Load(), len(b)) {
+				return
+			}
+			if _, err := s.pc.WriteToUDPAddrPort(b, s.client); err != nil {
+				s.p.metrics.datagramDrops.WithLabelValues("write_failed").Inc()
+				return
+			}
+			cnt.add(int64(len(b)))
+			s.p.metrics.datagrams.WithLabelValues(dirToConsumer).Inc()
+		})
 		if err != nil {
 			return
 		}
-		s.touch()
-		if !s.p.datagramFits(s.p.cfg.Load(), len(b)) {
-			continue
-		}
-		if _, err := s.pc.WriteToUDPAddrPort(b, s.client); err != nil {
-			s.p.metrics.datagramDrops.WithLabelValues("write_failed").Inc()
-			continue
-		}
-		cnt.add(int64(len(b)))
-		s.p.metrics.datagrams.WithLabelValues(dirToConsumer).Inc()
 	}
 }
 

@@ -1,11 +1,7 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
-	"errors"
-	"io"
 	"net"
 	"time"
 
@@ -53,41 +49,42 @@ func (p *Proxy) carryFrames(stream, up net.Conn, toProducer, toConsumer *byteCou
 	done := make(chan struct{})
 	go func() { // producer -> frames
 		defer close(done)
-		fw := &frameWriter{w: stream}
-		buf := make([]byte, maxDatagram+1)
-		for {
-			n, err := up.Read(buf)
+		fw := frameWriter{w: stream}
+		replies := newDatagramReader(up, false)
+		var writeErr error
+		for writeErr == nil {
+			err := replies.next(func(b []byte) {
+				act.touch()
+				if !p.datagramFits(p.cfg.Load(), len(b)) {
+					return
+				}
+				if writeErr = fw.write(b); writeErr == nil {
+					toConsumer.add(int64(len(b)))
+					p.metrics.datagrams.WithLabelValues(dirToConsumer).Inc()
+				}
+			})
 			if err != nil {
 				return
 			}
-			act.touch()
-			if !p.datagramFits(p.cfg.Load(), n) {
-				continue
-			}
-			if err := fw.write(buf[:n]); err != nil {
-				return
-			}
-			toConsumer.add(int64(n))
-			p.metrics.datagrams.WithLabelValues(dirToConsumer).Inc()
 		}
 	}()
-	fr := newFrameReader(stream)
-	buf := make([]byte, maxDatagram+1)
+	frames := newDatagramReader(stream, true)
 	for {
-		b, err := fr.read(buf)
+		err := frames.next(func(b []byte) {
+			act.touch()
+			if !p.datagramFits(p.cfg.Load(), len(b)) {
+				return
+			}
+			if _, err := up.Write(b); err != nil {
+				p.metrics.datagramDrops.WithLabelValues("write_failed").Inc()
+				return
+			}
+			toProducer.add(int64(len(b)))
+			p.metrics.datagrams.WithLabelValues(dirToProducer).Inc()
+		})
 		if err != nil {
 			break
 		}
-		act.touch()
-		if !p.datagramFits(p.cfg.Load(), len(b)) {
-			continue
-		}
-		if _, err := up.Write(b); err != nil {
-			p.metrics.datagramDrops.WithLabelValues("write_failed").Inc()
-			continue
-		}
-		toProducer.add(int64(len(b)))
-		p.metrics.datagrams.WithLabelValues(dirToProducer).Inc()
 	}
 	stream.Close()
 	up.Close()
@@ -113,42 +110,4 @@ func (p *Proxy) closeWhenIdle(act *activity, idle time.Duration, stop <-chan str
 			}
 		}
 	}
-}
-
-// frameWriter writes one frame per datagram, header and payload in a single Write so a TLS
-// record never splits a small datagram.
-type frameWriter struct {
-	w   io.Writer
-	buf []byte
-}
-
-var errTooLarge = errors.New("datagram larger than a frame can carry")
-
-func (f *frameWriter) write(b []byte) error {
-	if len(b) > config.MaxFramedDatagram {
-		return errTooLarge
-	}
-	f.buf = binary.BigEndian.AppendUint16(f.buf[:0], uint16(len(b)))
-	f.buf = append(f.buf, b...)
-	_, err := f.w.Write(f.buf)
-	return err
-}
-
-type frameReader struct{ r *bufio.Reader }
-
-func newFrameReader(r io.Reader) *frameReader {
-	return &frameReader{r: bufio.NewReaderSize(r, 128<<10)}
-}
-
-// read returns the next datagram, in buf.
-func (f *frameReader) read(buf []byte) ([]byte, error) {
-	var hdr [2]byte
-	if _, err := io.ReadFull(f.r, hdr[:]); err != nil {
-		return nil, err
-	}
-	n := int(binary.BigEndian.Uint16(hdr[:]))
-	if _, err := io.ReadFull(f.r, buf[:n]); err != nil {
-		return nil, err
-	}
-	return buf[:n], nil
 }
