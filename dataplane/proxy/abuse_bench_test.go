@@ -16,10 +16,10 @@ import (
 // Each line: abuse proxy <flood>: heap <at rest> -> <under the flood> MiB, goroutines <at
 // rest> -> <under the flood>, then what the limits refused, dropped or closed.
 
-// 4000 new sources from 40 loopback addresses against the default session limits.
+// 4000 new sources from 50 loopback addresses against the default session limits.
 func BenchmarkAbuseUDPNewSourceFlood(b *testing.B) {
 	for range b.N {
-		r, _ := floodUDPSources(b, 40, 100, nil)
+		r, _ := floodUDPSources(b, 50, 80, nil)
 		fmt.Println(r.line("udp-new-sources"))
 	}
 }
@@ -45,7 +45,7 @@ func BenchmarkAbuseHalfClosedConnections(b *testing.B) {
 // handshake, default udpQueueBytes.
 func BenchmarkAbuseStalledUDPOverTLS(b *testing.B) {
 	for range b.N {
-		r, _ := floodStalledUDPOverTLS(b, 2000, &config.Limits{HandshakeTimeout: config.Duration{Duration: 30 * time.Second}})
+		r := floodStalledUDPOverTLS(b, 2000, &config.Limits{HandshakeTimeout: config.Duration{Duration: 30 * time.Second}})
 		fmt.Println(r.line("udp-stalled-queue"))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -42,7 +43,7 @@ func newDatagramReader(c net.Conn, framed bool) datagramReader {
 }
 
 // socketReader waits for the socket to be readable, holding no buffer, then reads.
-type socketReader struct{ rc interface{ Read(func(uintptr) bool) error } }
+type socketReader struct{ rc syscall.RawConn }
 
 func (r socketReader) next(handle func([]byte)) error {
 	var buf *[]byte
