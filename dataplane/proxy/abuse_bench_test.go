@@ -41,11 +41,11 @@ func BenchmarkAbuseHalfClosedConnections(b *testing.B) {
 	}
 }
 
-// One source sending 2000 datagrams of 60 KB while its UDP-over-TLS path stalls in the
+// One source sending 2500 datagrams of 60 KB while its UDP-over-TLS path stalls in the
 // handshake, default udpQueueBytes.
 func BenchmarkAbuseStalledUDPOverTLS(b *testing.B) {
 	for range b.N {
-		r := floodStalledUDPOverTLS(b, 2000, &config.Limits{HandshakeTimeout: config.Duration{Duration: 30 * time.Second}})
+		r := floodStalledUDPOverTLS(b, 2500, &config.Limits{HandshakeTimeout: config.Duration{Duration: 30 * time.Second}})
 		fmt.Println(r.line("udp-stalled-queue"))
 	}
 }

@@ -229,7 +229,7 @@ func floodStalledUDPOverTLS(t testing.TB, n int, limits *config.Limits) floodRep
 // A session whose path stalls queues at most limits.udpQueueBytes: it used to queue 1024
 // datagrams of any size, 64 MiB for one source.
 func TestStalledUDPSessionQueueIsBoundedInBytes(t *testing.T) {
-	r := floodStalledUDPOverTLS(t, 1500, &config.Limits{HandshakeTimeout: config.Duration{Duration: 30 * time.Second}})
+	r := floodStalledUDPOverTLS(t, 2000, &config.Limits{HandshakeTimeout: config.Duration{Duration: 30 * time.Second}})
 	t.Log(r.line("stalled UDP over TLS"))
 	if h := r.heapGrowth(); h > 16<<20 {
 		t.Errorf("one stalled source holds %d MiB more heap, want less than 16 (a %d KiB queue)", h>>20, config.DefaultUDPQueueBytes>>10)
