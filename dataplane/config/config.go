@@ -106,6 +106,10 @@ type Config struct {
 	// IdleTimeout closes a connection idle in both directions this long; 0 means never
 	// (science streams may pause for long stretches).
 	IdleTimeout Duration `json:"idleTimeout,omitempty"`
+
+	// Limits bound what a flood of UDP sources, stalled TLS handshakes or half-closed
+	// connections can take from each listener. Absent: the defaults (see Limits).
+	Limits *Limits `json:"limits,omitempty"`
 }
 
 // Route is one listening port and the target its connections are carried to.
@@ -265,6 +269,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Telemetry != nil {
 		p.within("telemetry", c.Telemetry.Validate())
+	}
+	if c.Limits != nil {
+		p.within("limits", c.Limits.Validate())
 	}
 	if _, port, err := net.SplitHostPort(c.AdminAddress); err != nil {
 		p.add("adminAddress", "%q is not [host]:port, e.g. \":9090\"", c.AdminAddress)

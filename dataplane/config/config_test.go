@@ -150,3 +150,32 @@ func TestSectionsValidateThemselves(t *testing.T) {
 		t.Errorf("messages: %v", err)
 	}
 }
+
+func TestLimitsDefaultAndRefuse(t *testing.T) {
+	var none *Limits
+	if got := none.WithDefaults(); got.MaxUDPSessions != DefaultMaxUDPSessions || got.HandshakeTimeout.Duration != DefaultHandshakeTimeout ||
+		got.HalfCloseTimeout.Duration != DefaultHalfCloseTimeout || got.UDPQueueBytes != DefaultUDPQueueBytes {
+		t.Fatalf("defaults of an absent section: %+v", got)
+	}
+	set := (&Limits{MaxHandshakes: 7}).WithDefaults()
+	if set.MaxHandshakes != 7 || set.MaxUDPSessionsPerSource != DefaultMaxUDPSessionsPerSource {
+		t.Fatalf("a set field must stay and the others default: %+v", set)
+	}
+	base := `{"version":1,"role":"Outbound","protocol":"UDP","udpTransport":"Plain","routes":[{"listenPort":5,"target":"a:1"}],"limits":%s}`
+	for limits, field := range map[string]string{
+		`{"maxUDPSessions":-1}`:          "limits.maxUDPSessions",
+		`{"maxUDPSessionsPerSource":-3}`: "limits.maxUDPSessionsPerSource",
+		`{"maxHandshakes":-1}`:           "limits.maxHandshakes",
+		`{"udpQueueBytes":1000}`:         "limits.udpQueueBytes",
+		`{"handshakeTimeout":"-1s"}`:     "limits.handshakeTimeout",
+		`{"halfCloseTimeout":"-1s"}`:     "limits.halfCloseTimeout",
+	} {
+		_, err := Parse([]byte(strings.Replace(base, "%s", limits, 1)))
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("limits %s: got %v, want an error naming %s", limits, err, field)
+		}
+	}
+	if _, err := Parse([]byte(strings.Replace(base, "%s", `{"maxUDPSessions":10,"udpQueueBytes":65535,"handshakeTimeout":"2s"}`, 1))); err != nil {
+		t.Fatalf("valid limits refused: %v", err)
+	}
+}

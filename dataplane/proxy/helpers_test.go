@@ -32,7 +32,7 @@ type tlsPaths struct{ cert, key, ca string }
 
 const clientIdentity = "spiffe://test.local/ns/default/streamtunnel/out"
 
-func newTestPKI(t *testing.T) *testPKI {
+func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := pki.NewCA("test-ca", time.Now())
@@ -47,7 +47,7 @@ func newTestPKI(t *testing.T) *testPKI {
 }
 
 // issue writes a leaf signed by the CA into dir/name/{tls.crt,tls.key,ca.crt}.
-func (p *testPKI) issue(t *testing.T, name string, req pki.LeafRequest, now time.Time) tlsPaths {
+func (p *testPKI) issue(t testing.TB, name string, req pki.LeafRequest, now time.Time) tlsPaths {
 	t.Helper()
 	kp, err := p.ca.Issue(req, now)
 	if err != nil {
@@ -56,7 +56,7 @@ func (p *testPKI) issue(t *testing.T, name string, req pki.LeafRequest, now time
 	return writePair(t, filepath.Join(p.dir, name), kp, p.ca)
 }
 
-func writePair(t *testing.T, dir string, kp, ca *pki.KeyPair) tlsPaths {
+func writePair(t testing.TB, dir string, kp, ca *pki.KeyPair) tlsPaths {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func (tp tlsPaths) config() *config.TLSConfig {
 func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
 
 // startProxy runs a proxy until the test ends.
-func startProxy(t *testing.T, cfg *config.Config) *Proxy {
+func startProxy(t testing.TB, cfg *config.Config) *Proxy {
 	t.Helper()
 	p, _, _ := startStoppableProxy(t, cfg)
 	return p
@@ -85,7 +85,7 @@ func startProxy(t *testing.T, cfg *config.Config) *Proxy {
 
 // startStoppableProxy is startProxy for the drain tests: stop is what SIGTERM does, and done
 // closes when Run has returned.
-func startStoppableProxy(t *testing.T, cfg *config.Config) (p *Proxy, stop func(), done <-chan struct{}) {
+func startStoppableProxy(t testing.TB, cfg *config.Config) (p *Proxy, stop func(), done <-chan struct{}) {
 	t.Helper()
 	p, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -105,7 +105,7 @@ func startStoppableProxy(t *testing.T, cfg *config.Config) (p *Proxy, stop func(
 	return p, cancel, finished
 }
 
-func waitReady(t *testing.T, p *Proxy) {
+func waitReady(t testing.TB, p *Proxy) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -143,7 +143,7 @@ type pairOptions struct {
 	tweakOut     func(*config.Config)
 }
 
-func startPair(t *testing.T, o pairOptions) *pair {
+func startPair(t testing.TB, o pairOptions) *pair {
 	t.Helper()
 	if o.protocol == "" {
 		o.protocol = config.TLS
@@ -198,7 +198,7 @@ type producer struct {
 	addr string
 }
 
-func startProducer(t *testing.T, handle func(net.Conn)) *producer {
+func startProducer(t testing.TB, handle func(net.Conn)) *producer {
 	t.Helper()
 	return &producer{addr: testutil.ServeTCP(t, "[::1]:0", handle)}
 }
@@ -234,7 +234,7 @@ func readAndHash(r io.Reader) (string, int64, error) {
 	return hex.EncodeToString(h.Sum(nil)), n, err
 }
 
-func counterValue(t *testing.T, p *Proxy, name string, labels map[string]string) float64 {
+func counterValue(t testing.TB, p *Proxy, name string, labels map[string]string) float64 {
 	t.Helper()
 	families, err := p.metrics.registry.Gather()
 	if err != nil {
@@ -266,7 +266,7 @@ func counterValue(t *testing.T, p *Proxy, name string, labels map[string]string)
 	return total
 }
 
-func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func eventually(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

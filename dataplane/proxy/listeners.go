@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/scitunnel/scitunnel/dataplane/config"
@@ -113,9 +114,14 @@ func (p *Proxy) serve(port int, l io.Closer) {
 	}()
 }
 
-// acceptLoop accepts a TCP listener's connections until it closes, one handler each.
+// acceptLoop accepts a TCP listener's connections until it closes, one handler each. Where
+// this end terminates TLS, at most limits.maxHandshakes connections of the listener may be in
+// their handshake at once: a flood of connections that never finish theirs would otherwise hold
+// a goroutine, a descriptor and the handshake's buffers each until the handshake timeout. A
+// connection beyond the limit is closed at once and counted.
 func (p *Proxy) acceptLoop(port int, ln net.Listener) {
 	var backoff time.Duration
+	var handshakes atomic.Int64
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -129,10 +135,20 @@ func (p *Proxy) acceptLoop(port int, ln net.Listener) {
 			continue
 		}
 		backoff = 0
+		handshakeDone := func() {}
+		if cfg := p.cfg.Load(); cfg.NeedsTLS() && cfg.Role == config.Inbound {
+			if handshakes.Add(1) > int64(cfg.Limits.WithDefaults().MaxHandshakes) {
+				handshakes.Add(-1)
+				p.metrics.handshakesRefused.Inc()
+				c.Close()
+				continue
+			}
+			handshakeDone = func() { handshakes.Add(-1) }
+		}
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.handleStream(port, c)
+			p.handleStream(port, c, handshakeDone)
 		}()
 	}
 }

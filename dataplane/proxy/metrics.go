@@ -26,6 +26,9 @@ type metrics struct {
 	dialRetries       *prometheus.CounterVec
 	configReloads     *prometheus.CounterVec
 	fireflyDrops      prometheus.Counter
+	// handshakesRefused and timedOut count what the flood limits (config.Limits) turned away.
+	handshakesRefused prometheus.Counter
+	timedOut          *prometheus.CounterVec
 }
 
 func newMetrics(tunnel string) *metrics {
@@ -62,7 +65,7 @@ func newMetrics(tunnel string) *metrics {
 		}, []string{"direction"}),
 		datagramDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scitunnel_proxy_udp_dropped_total", ConstLabels: constLabels,
-			Help: "UDP datagrams dropped, by reason: too_large (above maxDatagramSize), queue_full (a session still connecting), write_failed, draining (a new source during shutdown).",
+			Help: "UDP datagrams dropped, by reason: too_large (above maxDatagramSize), queue_full (a session's queue at limits.udpQueueBytes), session_limit (a new source beyond limits.maxUDPSessions), source_session_limit (beyond limits.maxUDPSessionsPerSource), write_failed, draining (a new source during shutdown).",
 		}, []string{"reason"}),
 		configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scitunnel_proxy_config_reloads_total", ConstLabels: constLabels,
@@ -72,8 +75,16 @@ func newMetrics(tunnel string) *metrics {
 			Name: "scitunnel_proxy_fireflies_dropped_total", ConstLabels: constLabels,
 			Help: "Firefly announcements dropped because the sender's queue was full (collectors slow to resolve or to take them).",
 		}),
+		handshakesRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scitunnel_proxy_tls_handshakes_refused_total", ConstLabels: constLabels,
+			Help: "Connections closed unanswered because their listener already ran limits.maxHandshakes TLS handshakes.",
+		}),
+		timedOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "scitunnel_proxy_connections_timed_out_total", ConstLabels: constLabels,
+			Help: "Connections (or UDP sessions carried over TLS) closed by a timeout, by reason: idle (idleTimeout), half_closed (one direction ended, the other silent for limits.halfCloseTimeout).",
+		}, []string{"reason"}),
 	}
-	m.registry.MustRegister(m.configReloads, m.bytes, m.active, m.total, m.handshakeFailures, m.dialFailures,
+	m.registry.MustRegister(m.handshakesRefused, m.timedOut, m.configReloads, m.bytes, m.active, m.total, m.handshakeFailures, m.dialFailures,
 		m.datagrams, m.datagramDrops, m.dialRetries, m.fireflyDrops,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

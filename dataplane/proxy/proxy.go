@@ -28,10 +28,6 @@ import (
 	"github.com/scitunnel/scitunnel/dataplane/scitag"
 )
 
-// handshakeTimeout bounds a TLS handshake, so a peer that connects and stalls cannot hold a
-// goroutine and a descriptor for long.
-const handshakeTimeout = 10 * time.Second
-
 // certReloadInterval is how often the mounted certificate files are polled (dataplane/filewatch:
 // by content, which survives the kubelet's symlink swap of a Secret volume); a few seconds of
 // delay do not matter for certificates renewed at two thirds of their lifetime. A variable so

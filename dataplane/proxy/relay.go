@@ -27,25 +27,56 @@ func (c *byteCounter) add(n int64) {
 	}
 }
 
+// activity is when a connection last carried a byte (or a datagram), for its timeouts.
+type activity struct{ last atomic.Int64 }
+
+func (a *activity) touch() { a.last.Store(time.Now().UnixNano()) }
+
+func (a *activity) quiet() time.Duration { return time.Since(time.Unix(0, a.last.Load())) }
+
+// relayTimeouts are what ends a relay that is not ended by its peers.
+type relayTimeouts struct {
+	// idle closes a connection silent both ways this long; 0: never.
+	idle time.Duration
+	// halfClose closes a connection one direction of which has ended once the other has been
+	// silent this long: without it a peer that half-closes and goes quiet holds the connection
+	// (its descriptors, a goroutine and a buffer) forever. 0: never.
+	halfClose time.Duration
+	// onTimeout is told why a timeout closed the connection ("idle", "half_closed").
+	onTimeout func(reason string)
+}
+
+// watchInterval is how often the timeouts are checked: often enough to end a connection within
+// a quarter of its timeout after the fact.
+func (t relayTimeouts) watchInterval() time.Duration {
+	shortest := t.halfClose
+	if t.idle > 0 && (shortest == 0 || t.idle < shortest) {
+		shortest = t.idle
+	}
+	if shortest == 0 {
+		return time.Hour // nothing to watch; the ticker just never matters
+	}
+	return max(shortest/4, 10*time.Millisecond)
+}
+
 // relay copies both ways between the connection a consumer or peer opened (accepted) and the
 // one the proxy dialed (dialed) until both directions end. A clean end of one direction is
 // passed on as a half-close, so request/response protocols that shut down their sending side
-// still get their answer; an error in either direction tears both down.
-func relay(accepted, dialed net.Conn, toProducer, toConsumer *byteCounter, idle time.Duration) {
-	var lastActive atomic.Int64
-	touch := func() { lastActive.Store(time.Now().UnixNano()) }
-	touch()
+// still get their answer; an error in either direction tears both down, and so do the timeouts.
+func relay(accepted, dialed net.Conn, toProducer, toConsumer *byteCounter, timeouts relayTimeouts) {
+	var act activity
+	act.touch()
 
 	errc := make(chan error, 2)
 	go func() {
-		err := pipe(dialed, accepted, toProducer, touch)
+		err := pipe(dialed, accepted, toProducer, act.touch)
 		if err == nil {
 			err = closeWrite(dialed)
 		}
 		errc <- err
 	}()
 	go func() {
-		err := pipe(accepted, dialed, toConsumer, touch)
+		err := pipe(accepted, dialed, toConsumer, act.touch)
 		if err == nil {
 			err = closeWrite(accepted)
 		}
@@ -53,24 +84,36 @@ func relay(accepted, dialed net.Conn, toProducer, toConsumer *byteCounter, idle 
 	}()
 
 	closeBoth := func() { accepted.Close(); dialed.Close() }
-	var watchdog *time.Ticker
-	var idleC <-chan time.Time
-	if idle > 0 {
-		watchdog = time.NewTicker(max(idle/4, 10*time.Millisecond))
-		defer watchdog.Stop()
-		idleC = watchdog.C
-	}
+	watchdog := time.NewTicker(timeouts.watchInterval())
+	defer watchdog.Stop()
+	halfClosed, timedOut := false, false
 	for pending := 2; pending > 0; {
 		select {
 		case err := <-errc:
 			pending--
 			if err != nil {
 				closeBoth()
+			} else {
+				halfClosed = true
+				act.touch() // the other direction's silence is counted from the half-close
 			}
-		case <-idleC:
-			if time.Since(time.Unix(0, lastActive.Load())) > idle {
+		case <-watchdog.C:
+			if timedOut {
+				continue
+			}
+			reason := ""
+			switch quiet := act.quiet(); {
+			case timeouts.idle > 0 && quiet > timeouts.idle:
+				reason = "idle"
+			case halfClosed && timeouts.halfClose > 0 && quiet > timeouts.halfClose:
+				reason = "half_closed"
+			}
+			if reason != "" {
+				timedOut = true
+				if timeouts.onTimeout != nil {
+					timeouts.onTimeout(reason)
+				}
 				closeBoth()
-				idleC = nil
 			}
 		}
 	}

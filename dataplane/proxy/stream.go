@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/scitunnel/scitunnel/dataplane/config"
@@ -13,18 +14,23 @@ import (
 	"github.com/scitunnel/scitunnel/dataplane/proxy/tlsfiles"
 )
 
-// handleStream carries one accepted TCP connection to its route's target.
-func (p *Proxy) handleStream(port int, c net.Conn) {
+// handleStream carries one accepted TCP connection to its route's target. handshakeDone gives
+// back the listener's handshake slot (listeners.go), once the TLS handshake is over.
+func (p *Proxy) handleStream(port int, c net.Conn, handshakeDone func()) {
+	handshakeDone = sync.OnceFunc(handshakeDone)
+	defer handshakeDone()
 	cfg := p.cfg.Load()
 	route, ok := routeFor(cfg, port)
 	if !ok { // the route was removed by a reload after this connection was accepted
 		c.Close()
 		return
 	}
-	ctx, cancel := context.WithTimeout(p.ctx, handshakeTimeout+cfg.DialTimeout.Duration)
+	limits := cfg.Limits.WithDefaults()
+	ctx, cancel := context.WithTimeout(p.ctx, limits.HandshakeTimeout.Duration+cfg.DialTimeout.Duration)
 	defer cancel()
 
 	accepted, peerID, ok := p.acceptTLS(ctx, cfg, c)
+	handshakeDone()
 	if !ok {
 		return
 	}
@@ -46,9 +52,14 @@ func (p *Proxy) handleStream(port int, c net.Conn) {
 		AcceptedRemote: c.RemoteAddr().String(), AcceptedLocal: c.LocalAddr().String(),
 		DialedLocal: dialed.LocalAddr().String(), DialedRemote: dialed.RemoteAddr().String(),
 	}, accepted, dialed, func(toProducer, toConsumer *byteCounter) {
-		relay(accepted, dialed, toProducer, toConsumer, cfg.IdleTimeout.Duration)
+		relay(accepted, dialed, toProducer, toConsumer, relayTimeouts{
+			idle: cfg.IdleTimeout.Duration, halfClose: limits.HalfCloseTimeout.Duration, onTimeout: p.countTimeout,
+		})
 	})
 }
+
+// countTimeout counts a connection a timeout closed.
+func (p *Proxy) countTimeout(reason string) { p.metrics.timedOut.WithLabelValues(reason).Inc() }
 
 // acceptTLS terminates mutual TLS at the Inbound end; elsewhere it passes c through.
 func (p *Proxy) acceptTLS(ctx context.Context, cfg *config.Config, c net.Conn) (net.Conn, string, bool) {
@@ -59,7 +70,7 @@ func (p *Proxy) acceptTLS(ctx context.Context, cfg *config.Config, c net.Conn) (
 	serverTLS := p.serverTLS
 	p.mu.Unlock()
 	tc := tls.Server(&batchConn{Conn: c}, serverTLS)
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	hctx, cancel := context.WithTimeout(ctx, cfg.Limits.WithDefaults().HandshakeTimeout.Duration)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
 		reason := tlsfiles.Classify(err)
@@ -89,7 +100,7 @@ func (p *Proxy) dialTarget(ctx context.Context, cfg *config.Config, target strin
 		serverName, _, _ = net.SplitHostPort(target)
 	}
 	tc := tls.Client(&batchConn{Conn: raw}, p.tls.ClientConfig(serverName))
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	hctx, cancel := context.WithTimeout(ctx, cfg.Limits.WithDefaults().HandshakeTimeout.Duration)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
 		reason := tlsfiles.Classify(err)

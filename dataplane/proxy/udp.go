@@ -1,11 +1,8 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -32,6 +29,10 @@ import (
 // counting it in scitunnel_proxy_udp_dropped_total{reason="too_large"}; the session carries on.
 // Nothing is truncated or fragmented by the tunnel. (A datagram the next hop cannot take, such as
 // 65,527 bytes toward an IPv4 target, fails to send and counts as write_failed.)
+//
+// Floods: the sessions of a listener and of one source IP, and the bytes a session queues, are
+// capped (config.Limits, udplimits.go); the Inbound end of UDP over TLS closes a stream quiet
+// for the idle timeout, as the Outbound end ends its session.
 
 // udpSessionIdle ends a UDP session that has seen no datagram either way for this long, unless
 // the tunnel sets its own idle timeout. UDP has no close, so some timeout is needed.
@@ -42,26 +43,17 @@ const udpSessionIdle = 2 * time.Minute
 // quiet one lets the pod stop early.
 const udpDrainIdle = 3 * time.Second
 
-// udpQueue is how many datagrams a session buffers while its path to the target is being set
-// up; beyond that, datagrams are dropped and counted, as a congested router would.
-const udpQueue = 1024
-
 const maxDatagram = 65535
 
 // datagramLoop reads datagrams on a UDP listener and hands each to its source's session.
 func (p *Proxy) datagramLoop(port int, pc *net.UDPConn) {
-	sessions := map[netip.AddrPort]*udpSession{}
-	var mu sync.Mutex
+	sessions := newUDPSessions()
 	buf := make([]byte, maxDatagram+1)
 	for {
 		n, src, err := pc.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				mu.Lock()
-				for _, s := range sessions {
-					s.close()
-				}
-				mu.Unlock()
+				sessions.closeAll()
 				return
 			}
 			continue
@@ -70,30 +62,20 @@ func (p *Proxy) datagramLoop(port int, pc *net.UDPConn) {
 		if !p.datagramFits(cfg, n) {
 			continue
 		}
-		mu.Lock()
-		s, ok := sessions[src]
-		if !ok && p.noNewSessions.Load() {
-			mu.Unlock()
-			p.metrics.datagramDrops.WithLabelValues("draining").Inc()
-			continue
-		}
-		if !ok {
+		adm := admission{limits: cfg.Limits.WithDefaults(), perSource: cfg.Role == config.Outbound, draining: p.noNewSessions.Load()}
+		s, dropped := sessions.get(src, adm, func() *udpSession {
 			route, found := routeFor(cfg, port)
 			if !found {
-				mu.Unlock()
-				continue
+				return nil
 			}
-			s = newUDPSession(p, cfg, route, port, pc, src, func(s *udpSession) {
-				mu.Lock()
-				if sessions[src] == s {
-					delete(sessions, src)
-				}
-				mu.Unlock()
-			})
-			sessions[src] = s
+			return newUDPSession(p, cfg, route, port, pc, src, func(s *udpSession) { sessions.remove(src, s) })
+		})
+		if dropped != "" {
+			p.metrics.datagramDrops.WithLabelValues(dropped).Inc()
 		}
-		mu.Unlock()
-		s.enqueue(buf[:n])
+		if s != nil {
+			s.enqueue(buf[:n])
+		}
 	}
 }
 
@@ -106,7 +88,7 @@ type udpSession struct {
 	pc     *net.UDPConn // the listener: replies go back through it
 	client netip.AddrPort
 
-	queue     chan []byte
+	queue     *datagramQueue
 	done      chan struct{}
 	closeOnce sync.Once
 	lastSeen  time.Time
@@ -116,7 +98,7 @@ type udpSession struct {
 
 func newUDPSession(p *Proxy, cfg *config.Config, route config.Route, port int, pc *net.UDPConn, client netip.AddrPort, onEnd func(*udpSession)) *udpSession {
 	s := &udpSession{p: p, cfg: cfg, route: route, port: port, pc: pc, client: client,
-		queue: make(chan []byte, udpQueue), done: make(chan struct{}), lastSeen: time.Now()}
+		queue: newDatagramQueue(cfg.Limits.WithDefaults().UDPQueueBytes), done: make(chan struct{}), lastSeen: time.Now()}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -127,9 +109,7 @@ func newUDPSession(p *Proxy, cfg *config.Config, route config.Route, port int, p
 }
 
 func (s *udpSession) enqueue(b []byte) {
-	select {
-	case s.queue <- append([]byte(nil), b...):
-	default:
+	if !s.queue.push(b) {
 		s.p.metrics.datagramDrops.WithLabelValues("queue_full").Inc()
 	}
 }
@@ -159,7 +139,7 @@ func (s *udpSession) idleFor() time.Duration {
 
 // run opens the path to the target, then relays until the session idles out or fails.
 func (s *udpSession) run() {
-	ctx, cancel := context.WithTimeout(s.p.ctx, handshakeTimeout+s.cfg.DialTimeout.Duration)
+	ctx, cancel := context.WithTimeout(s.p.ctx, s.cfg.Limits.WithDefaults().HandshakeTimeout.Duration+s.cfg.DialTimeout.Duration)
 	var up net.Conn
 	framed := s.cfg.UDPTransport == config.UDPOverTLS // only reached at the Outbound end
 	var label uint32
@@ -191,10 +171,7 @@ func (s *udpSession) run() {
 	default:
 	}
 
-	idle := udpSessionIdle
-	if s.cfg.IdleTimeout.Duration > 0 {
-		idle = s.cfg.IdleTimeout.Duration
-	}
+	idle := udpIdle(s.cfg)
 	local := s.pc.LocalAddr().String()
 	s.p.track(s.cfg, ConnInfo{
 		Protocol: "udp", Port: s.port, FlowLabel: label,
@@ -224,23 +201,25 @@ func (s *udpSession) datagramsToTarget(up net.Conn, framed bool, cnt *byteCounte
 			if quiet > idle || (s.p.noNewSessions.Load() && quiet > udpDrainIdle) {
 				return
 			}
-		case b := <-s.queue:
-			s.touch()
-			var err error
-			if framed {
-				err = fw.write(b)
-			} else {
-				_, err = up.Write(b)
-			}
-			if err != nil {
-				s.p.metrics.datagramDrops.WithLabelValues("write_failed").Inc()
-				if framed { // a broken stream cannot recover
-					return
+		case <-s.queue.ready:
+			for b, ok := s.queue.pop(); ok; b, ok = s.queue.pop() {
+				s.touch()
+				var err error
+				if framed {
+					err = fw.write(b)
+				} else {
+					_, err = up.Write(b)
 				}
-				continue
+				if err != nil {
+					s.p.metrics.datagramDrops.WithLabelValues("write_failed").Inc()
+					if framed { // a broken stream cannot recover
+						return
+					}
+					continue
+				}
+				cnt.add(int64(len(b)))
+				s.p.metrics.datagrams.WithLabelValues(dirToProducer).Inc()
 			}
-			cnt.add(int64(len(b)))
-			s.p.metrics.datagrams.WithLabelValues(dirToProducer).Inc()
 		}
 	}
 }
@@ -248,93 +227,24 @@ func (s *udpSession) datagramsToTarget(up net.Conn, framed bool, cnt *byteCounte
 // repliesToClient sends what the target answers back to the session's client address.
 func (s *udpSession) repliesToClient(up net.Conn, framed bool, cnt *byteCounter) {
 	defer s.close()
-	buf := make([]byte, maxDatagram+1)
-	var fr *frameReader
-	if framed {
-		fr = newFrameReader(up)
-	}
+	replies := newDatagramReader(up, framed)
 	for {
-		var b []byte
-		var err error
-		if framed {
-			b, err = fr.read(buf)
-		} else {
-			var n int
-			n, err = up.Read(buf)
-			b = buf[:n]
-		}
+		err := replies.next(func(b []byte) {
+			s.touch()
+			if !s.p.datagramFits(s.p.cfg.Load(), len(b)) {
+				return
+			}
+			if _, err := s.pc.WriteToUDPAddrPort(b, s.client); err != nil {
+				s.p.metrics.datagramDrops.WithLabelValues("write_failed").Inc()
+				return
+			}
+			cnt.add(int64(len(b)))
+			s.p.metrics.datagrams.WithLabelValues(dirToConsumer).Inc()
+		})
 		if err != nil {
 			return
 		}
-		s.touch()
-		if !s.p.datagramFits(s.p.cfg.Load(), len(b)) {
-			continue
-		}
-		if _, err := s.pc.WriteToUDPAddrPort(b, s.client); err != nil {
-			s.p.metrics.datagramDrops.WithLabelValues("write_failed").Inc()
-			continue
-		}
-		cnt.add(int64(len(b)))
-		s.p.metrics.datagrams.WithLabelValues(dirToConsumer).Inc()
 	}
-}
-
-// relayFramedToUDP is the Inbound end of UDP over TLS: frames from one mutual-TLS stream become
-// datagrams to the producer, and the producer's answers become frames back.
-func (p *Proxy) relayFramedToUDP(ctx context.Context, cfg *config.Config, route config.Route, port int, stream net.Conn, peerID string) {
-	up, err := (&net.Dialer{}).DialContext(ctx, "udp", route.Target)
-	if err != nil {
-		p.metrics.dialFailures.WithLabelValues(route.Target).Inc()
-		p.log.Warn("dial failed", "target", route.Target, "err", err)
-		stream.Close()
-		return
-	}
-	p.track(cfg, ConnInfo{
-		Protocol: "udp", Port: port, PeerIdentity: peerID,
-		AcceptedRemote: stream.RemoteAddr().String(), AcceptedLocal: stream.LocalAddr().String(),
-		DialedLocal: up.LocalAddr().String(), DialedRemote: up.RemoteAddr().String(),
-	}, stream, up, func(toProducer, toConsumer *byteCounter) {
-		done := make(chan struct{})
-		go func() { // producer -> frames
-			defer close(done)
-			fw := &frameWriter{w: stream}
-			buf := make([]byte, maxDatagram+1)
-			for {
-				n, err := up.Read(buf)
-				if err != nil {
-					return
-				}
-				if !p.datagramFits(p.cfg.Load(), n) {
-					continue
-				}
-				if err := fw.write(buf[:n]); err != nil {
-					return
-				}
-				toConsumer.add(int64(n))
-				p.metrics.datagrams.WithLabelValues(dirToConsumer).Inc()
-			}
-		}()
-		fr := newFrameReader(stream)
-		buf := make([]byte, maxDatagram+1)
-		for {
-			b, err := fr.read(buf)
-			if err != nil {
-				break
-			}
-			if !p.datagramFits(p.cfg.Load(), len(b)) {
-				continue
-			}
-			if _, err := up.Write(b); err != nil {
-				p.metrics.datagramDrops.WithLabelValues("write_failed").Inc()
-				continue
-			}
-			toProducer.add(int64(len(b)))
-			p.metrics.datagrams.WithLabelValues(dirToProducer).Inc()
-		}
-		stream.Close()
-		up.Close()
-		<-done
-	})
 }
 
 // datagramFits reports whether a datagram is within the tunnel's size limit; one above it is
@@ -345,42 +255,4 @@ func (p *Proxy) datagramFits(cfg *config.Config, n int) bool {
 		return false
 	}
 	return true
-}
-
-// frameWriter writes one frame per datagram, header and payload in a single Write so a TLS
-// record never splits a small datagram.
-type frameWriter struct {
-	w   io.Writer
-	buf []byte
-}
-
-var errTooLarge = errors.New("datagram larger than a frame can carry")
-
-func (f *frameWriter) write(b []byte) error {
-	if len(b) > config.MaxFramedDatagram {
-		return errTooLarge
-	}
-	f.buf = binary.BigEndian.AppendUint16(f.buf[:0], uint16(len(b)))
-	f.buf = append(f.buf, b...)
-	_, err := f.w.Write(f.buf)
-	return err
-}
-
-type frameReader struct{ r *bufio.Reader }
-
-func newFrameReader(r io.Reader) *frameReader {
-	return &frameReader{r: bufio.NewReaderSize(r, 128<<10)}
-}
-
-// read returns the next datagram, in buf.
-func (f *frameReader) read(buf []byte) ([]byte, error) {
-	var hdr [2]byte
-	if _, err := io.ReadFull(f.r, hdr[:]); err != nil {
-		return nil, err
-	}
-	n := int(binary.BigEndian.Uint16(hdr[:]))
-	if _, err := io.ReadFull(f.r, buf[:n]); err != nil {
-		return nil, err
-	}
-	return buf[:n], nil
 }

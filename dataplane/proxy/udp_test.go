@@ -17,7 +17,7 @@ import (
 )
 
 // udpEcho answers every datagram with the same bytes.
-func udpEcho(t *testing.T) string {
+func udpEcho(t testing.TB) string {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "[::1]:0")
 	if err != nil {
