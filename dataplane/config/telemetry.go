@@ -40,6 +40,10 @@ type Telemetry struct {
 	// AgentAddress is the IP address the sampler puts in its datagrams as the agent's; empty
 	// means the first global address of the sampled interfaces (the pod IP).
 	AgentAddress string `json:"agentAddress,omitempty"`
+	// AllowedAgents are the external sFlow agents (switches, routers: IP addresses or CIDRs)
+	// whose datagrams the analyzer accepts besides the pod's own sampler. Empty: only the
+	// sampler's, so no other pod can feed forged samples into the tunnel's throughput.
+	AllowedAgents []string `json:"allowedAgents,omitempty"`
 }
 
 // Default fills the telemetry fields that have a default.
@@ -85,7 +89,39 @@ func (t *Telemetry) Validate() error {
 			p.add("agentAddress", "%q is not an IP address", t.AgentAddress)
 		}
 	}
+	for i, a := range t.AllowedAgents {
+		if _, err := ParseAgentPrefix(a); err != nil {
+			p.add(fmt.Sprintf("allowedAgents[%d]", i), "%v", err)
+		}
+	}
 	return p.err()
+}
+
+// ParseAgentPrefix reads an allowedAgents entry: an IP address (one agent) or a CIDR.
+func ParseAgentPrefix(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither an IP address nor a CIDR (e.g. 192.0.2.7, 10.20.0.0/16)", s)
+	}
+	if p.Addr().Is4In6() {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
+}
+
+// AllowedAgentPrefixes is AllowedAgents parsed (entries that do not parse, which Validate
+// refuses, are left out).
+func (t *Telemetry) AllowedAgentPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range t.AllowedAgents {
+		if p, err := ParseAgentPrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // checkListenAddress accepts "host:port" and ":port" (all addresses).

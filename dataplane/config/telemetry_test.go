@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -17,14 +18,26 @@ func TestTelemetryFields(t *testing.T) {
 		t.Errorf("telemetry %+v", c.Telemetry)
 	}
 	for field, tel := range map[string]string{
-		"telemetry.fireflyAddress":  `{"fireflyAddress":"10514"}`,
-		"telemetry.agentAddress":    `{"agentAddress":"pod-ip"}`,
-		"telemetry.analyzerAddress": `{"analyzerAddress":":99999"}`,
-		"telemetry.httpAddress":     `{"httpAddress":"localhost"}`,
+		"telemetry.fireflyAddress":   `{"fireflyAddress":"10514"}`,
+		"telemetry.agentAddress":     `{"agentAddress":"pod-ip"}`,
+		"telemetry.analyzerAddress":  `{"analyzerAddress":":99999"}`,
+		"telemetry.httpAddress":      `{"httpAddress":"localhost"}`,
+		"telemetry.allowedAgents[1]": `{"allowedAgents":["10.0.0.1","switch-1"]}`,
 	} {
 		_, err := Parse([]byte(strings.Replace(base, "%s", tel, 1)))
 		if err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("%s: error %v, want one naming %s", tel, err, field)
 		}
+	}
+}
+
+func TestAllowedAgents(t *testing.T) {
+	tel := Telemetry{AllowedAgents: []string{"192.0.2.7", "10.20.3.4/16", "2001:db8::/32", "::ffff:10.0.0.0/104"}}
+	if err := tel.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(tel.AllowedAgentPrefixes())
+	if want := "[192.0.2.7/32 10.20.0.0/16 2001:db8::/32 10.0.0.0/8]"; got != want {
+		t.Errorf("prefixes %s, want %s", got, want)
 	}
 }
