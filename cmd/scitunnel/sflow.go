@@ -37,7 +37,9 @@ Runs the sFlow sidecar of a tunnel pod, or standalone on a data-transfer host:
 
   - a sampler (an sFlow v5 agent) that samples the interfaces 1-in-N inside the kernel and sends
     datagrams to the local analyzer and to --collectors (needs CAP_NET_RAW; without it the
-    analyzer runs alone);
+    analyzer runs alone); each sample carries the packet's first --header-bytes bytes, or with
+    --header-bytes transport its headers alone: on an unencrypted leg, use that so that no
+    payload byte reaches the collectors;
   - an analyzer that receives sFlow from the sampler and from the switches and routers named
     by --allowed-agents (UDP 6343; datagrams from other sources are counted and dropped), maps
     flow labels to scitags tags and serves per-tag throughput with 95% error bounds:
@@ -53,7 +55,8 @@ The sidecar runs Go code on one CPU at a time (GOMAXPROCS=1 unless the environme
 Example (standalone):
 
   scitunnel sflow --sampling-rate 1000 --interfaces eth0 --assigned-tags 2.16 \
-      --collectors sflow-rt.example.org:6343 --fireflies :10514 --allowed-agents 192.0.2.0/28
+      --collectors sflow-rt.example.org:6343 --header-bytes transport --fireflies :10514 \
+      --allowed-agents 192.0.2.0/28
 
 Flags:
 `
@@ -63,7 +66,7 @@ Flags:
 type sflowOptions struct {
 	path, ifaces, collectors, listen, httpAddr *string
 	registry, assigned, fireflies, agent       *string
-	allowedAgents                              *string
+	allowedAgents, headerBytes                 *string
 	logLevel                                   *string
 	rate                                       *int
 	window, polling                            *time.Duration
@@ -77,6 +80,7 @@ func newSflowFlags() (*flag.FlagSet, *sflowOptions) {
 		rate:          fs.Int("sampling-rate", 0, "sample 1 in N packets; 0 turns the sampler off"),
 		ifaces:        fs.String("interfaces", "", "comma-separated interfaces to sample (default: every up, non-loopback one)"),
 		collectors:    fs.String("collectors", "", "comma-separated host:port sFlow collectors besides the local analyzer"),
+		headerBytes:   fs.String("header-bytes", "", "bytes of each sampled packet sent to the analyzer and --collectors: 64..1024 (default 128), or \"transport\" to stop after the transport header (no payload byte leaves the host)"),
 		listen:        fs.String("listen", "", fmt.Sprintf("sFlow listen address (default %q, IPv4 and IPv6)", contract.ListenAddress(contract.SFlowPort))),
 		httpAddr:      fs.String("http", "", fmt.Sprintf("HTTP listen address (default %q)", contract.ListenAddress(contract.AnalyzerPort))),
 		window:        fs.Duration("window", 0, "smoothing window of the rates (default 10s)"),
@@ -170,6 +174,13 @@ func (o *sflowOptions) override(fs *flag.FlagSet, t *config.Telemetry, assignedT
 			t.Interfaces = splitList(*o.ifaces)
 		case "collectors":
 			t.Collectors = splitList(*o.collectors)
+		case "header-bytes":
+			h, err := config.ParseHeaderBytes(*o.headerBytes)
+			if err != nil {
+				flagErr = fmt.Errorf("--header-bytes: %w", err)
+				return
+			}
+			t.HeaderBytes = h
 		case "listen":
 			t.AnalyzerAddress = *o.listen
 		case "http":
@@ -229,6 +240,7 @@ var sflowFlags = map[string]string{
 	"analyzerAddress": "--listen", "httpAddress": "--http", "window": "--window",
 	"pollingInterval": "--polling-interval", "registryFile": "--registry",
 	"fireflyAddress": "--fireflies", "agentAddress": "--agent-address", "allowedAgents": "--allowed-agents",
+	"headerBytes": "--header-bytes",
 }
 
 // sidecar runs the analyzer, and the sampler when configured and permitted, until ctx ends.
@@ -322,12 +334,16 @@ func startSampler(t *config.Telemetry, local string, log *slog.Logger) *sampler.
 		agent = netip.MustParseAddr(t.AgentAddress) // validated
 	}
 	s, err := sampler.New(sampler.Config{
-		Interfaces:      t.Interfaces,
-		SamplingRate:    uint32(t.SamplingRate),
-		PollingInterval: t.PollingInterval.Duration,
-		Collectors:      append([]string{local}, t.Collectors...),
-		AgentAddress:    agent,
-		Log:             log,
+		Interfaces:   t.Interfaces,
+		SamplingRate: uint32(t.SamplingRate),
+		HeaderBytes:  uint32(max(t.HeaderBytes, 0)),
+		// Only the headers matter to the analyzer; the payload of an unencrypted leg must
+		// not reach the collectors when "transport" is asked for.
+		TransportHeadersOnly: t.HeaderBytes == config.HeaderBytesTransport,
+		PollingInterval:      t.PollingInterval.Duration,
+		Collectors:           append([]string{local}, t.Collectors...),
+		AgentAddress:         agent,
+		Log:                  log,
 	})
 	switch {
 	case errors.Is(err, sampler.ErrNoNetRaw):

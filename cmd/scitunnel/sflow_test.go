@@ -32,6 +32,8 @@ func TestSflowFlagErrors(t *testing.T) {
 		{[]string{"sflow", "--collectors", "ok:6343,no-port"}, `--collectors: "no-port" is not host:port`},
 		{[]string{"sflow", "--agent-address", "pod"}, `--agent-address: "pod" is not an IP address`},
 		{[]string{"sflow", "--allowed-agents", "10.0.0.0/8,switch-1"}, `--allowed-agents: "switch-1" is neither an IP address nor a CIDR`},
+		{[]string{"sflow", "--header-bytes", "payload"}, `--header-bytes: "payload" is neither a byte count nor "transport"`},
+		{[]string{"sflow", "--header-bytes", "16"}, "--header-bytes: is 16, must be 64..1024"},
 		{[]string{"sflow", "--assigned-tags", "2.16,2.64"}, "--assigned-tags: activity id 64 out of range"},
 		{[]string{"sflow", "--config", "/nonexistent.json"}, "/nonexistent.json"},
 		{[]string{"sflow", "extra"}, "unexpected arguments"},
