@@ -18,6 +18,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -49,6 +50,10 @@ type Options struct {
 	ThroughputInterval time.Duration
 	// MaxConcurrentReconciles of each StreamTunnel controller.
 	MaxConcurrentReconciles int
+	// TunnelNetworkPolicy: whether each tunnel gets a NetworkPolicy admitting only the
+	// manager's pods (ManagerNamespace, ManagerPodLabels: the manager's identity) and
+	// MonitoringNamespace to the pods' admin and analyzer ports (--tunnel-network-policies).
+	TunnelNetworkPolicy tunnel.NetworkPolicyOptions
 }
 
 // withDefaults fills unset options.
@@ -98,6 +103,7 @@ func (s Setup) Register(mgr ctrl.Manager) error {
 	if err := (&tunnel.Reconciler{Client: c, Options: tunnel.Options{
 		DataPlaneImage: o.DataPlaneImage, ImagePullPolicy: o.ImagePullPolicy, TrustDomain: o.TrustDomain,
 		ClusterDomain: o.ClusterDomain, MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+		NetworkPolicy: o.TunnelNetworkPolicy,
 	}}).SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -118,17 +124,18 @@ func (s Setup) Register(mgr ctrl.Manager) error {
 
 // CacheOptions keeps the manager's memory bounded in large clusters: Pods, Deployments and
 // Services are cached only when the operator made them (Secrets and ConfigMaps stay
-// unfiltered because tunnels and policies reference users' own), and no cached object keeps
+// unfiltered because tunnels and policies reference users' own; NetworkPolicies too), and no cached object keeps
 // its managedFields, which the reconcilers never read and which weigh as much as the objects.
 func CacheOptions() cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{child.LabelManagedBy: child.ManagedByValue})
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}:               {Label: managed},
-			&appsv1.Deployment{}:        {Label: managed},
-			&corev1.Service{}:           {Label: managed},
-			&scitunnelv1.StreamTunnel{}: {},
+			&corev1.Pod{}:                 {Label: managed},
+			&appsv1.Deployment{}:          {Label: managed},
+			&corev1.Service{}:             {Label: managed},
+			&networkingv1.NetworkPolicy{}: {Label: managed},
+			&scitunnelv1.StreamTunnel{}:   {},
 		},
 	}
 }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/scitunnel/scitunnel/controllers"
 	"github.com/scitunnel/scitunnel/controllers/telemetry"
+	"github.com/scitunnel/scitunnel/controllers/tunnel"
 	"github.com/scitunnel/scitunnel/dataplane/report"
 	"github.com/scitunnel/scitunnel/test/envtest/testenv"
 )
@@ -82,6 +83,13 @@ var _ = AfterSuite(func() {
 	}
 })
 
+// tunnelNetworkPolicy is what startManager gives the manager (networkpolicy_test.go turns it
+// off for a while).
+var tunnelNetworkPolicy = tunnel.NetworkPolicyOptions{
+	Enabled: true, ManagerNamespace: "scitunnel-system", MonitoringNamespace: "monitoring",
+	ManagerPodLabels: map[string]string{"control-plane": "controller-manager"},
+}
+
 // startManager runs a fresh manager (new caches, new reconcilers) against the API server.
 func startManager() {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -95,9 +103,10 @@ func startManager() {
 	Expect(err).NotTo(HaveOccurred())
 	err = controllers.Setup{
 		Options: controllers.Options{
-			DataPlaneImage:     "scitunnel-dataplane:test",
-			ThroughputInterval: time.Second,
-			TrustDomain:        "test.scitunnel",
+			DataPlaneImage:      "scitunnel-dataplane:test",
+			ThroughputInterval:  time.Second,
+			TrustDomain:         "test.scitunnel",
+			TunnelNetworkPolicy: tunnelNetworkPolicy,
 		},
 		Reports: reportsAPI,
 		Clock:   fakeClock,
