@@ -7,10 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/scitunnel/scitunnel/dataplane/scitag"
 	"github.com/scitunnel/scitunnel/dataplane/telemetry/sflow"
+	"github.com/scitunnel/scitunnel/internal/testutil/netns"
 )
 
 // The BenchmarkAbuse benchmarks (make bench-abuse) print one line each: the heap in use and the
@@ -71,6 +74,52 @@ func BenchmarkAbuseSocketFlood(b *testing.B) {
 		heapFlood, gFlood := heapInuse(), runtime.NumGoroutine()
 		abuseLine(b, fmt.Sprintf("%d distinct agents over UDP", flood), heapRest, heapFlood, gRest, gFlood, a.Health())
 		c.Close()
+		cancel()
+		<-done
+	}
+}
+
+// BenchmarkAbuseForgedSource sends 100,000 forged datagrams of the pod's tag from another
+// network namespace (another pod) to the analyzer's socket: all are refused, and the tag's
+// throughput stays 0. Needs root (network namespaces); skipped without.
+func BenchmarkAbuseForgedSource(b *testing.B) {
+	netns.Require(b)
+	const flood = 100_000
+	for b.Loop() {
+		pod, hostile := netns.New(b, "sbpod"), netns.New(b, "sbhost")
+		netns.Veth(b, pod, "sbp0", "fd5f::2/64", hostile, "sbh0", "fd5f::1/64")
+		a := New(Options{AssignedTags: []scitag.Tag{atlasDebug}})
+		var conn *net.UDPConn
+		var err error
+		pod.Do(b, func() { conn, err = ListenSFlow(":0") })
+		if err != nil {
+			b.Fatal(err)
+		}
+		heapRest, gRest := heapInuse(), runtime.NumGoroutine()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = a.ServeSFlow(ctx, conn, slog.New(slog.NewTextHandler(io.Discard, nil))); close(done) }()
+		hostile.Do(b, func() {
+			c, err := net.Dial("udp", net.JoinHostPort("fd5f::2", strconv.Itoa(conn.LocalAddr().(*net.UDPAddr).Port)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			liar := newAgent()
+			for range flood {
+				_, _ = c.Write(liar.datagram(1_000_000, 1500, frame(hostA, hostB, 65572, 1, 2)))
+			}
+		})
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if h := a.Health(); h.Refused+h.ReceiveDropped >= flood {
+				break
+			}
+		}
+		heapFlood, gFlood := heapInuse(), runtime.NumGoroutine()
+		if got := a.Totals()["atlas.Debug"].Bytes; got != 0 {
+			b.Errorf("forged samples counted: atlas.Debug %.0f bytes", got)
+		}
+		abuseLine(b, fmt.Sprintf("%d forged datagrams from another pod", flood), heapRest, heapFlood, gRest, gFlood, a.Health())
 		cancel()
 		<-done
 	}
