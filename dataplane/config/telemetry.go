@@ -123,7 +123,7 @@ func ParseAgentPrefix(s string) (netip.Prefix, error) {
 // AllowedAgentPrefixes is AllowedAgents parsed (entries that do not parse, which Validate
 // refuses, are left out).
 func (t *Telemetry) AllowedAgentPrefixes() []netip.Prefix {
-	var out []netip.Prefix
+	out := make([]netip.Prefix, 0, len(t.AllowedAgents))
 	for _, s := range t.AllowedAgents {
 		if p, err := ParseAgentPrefix(s); err == nil {
 			out = append(out, p)
