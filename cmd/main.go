@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -49,7 +50,7 @@ type flags struct {
 
 func parseFlags() flags {
 	var f flags
-	var pullPolicy string
+	var pullPolicy, managerPodLabels string
 	flag.StringVar(&f.metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint (:8443 HTTPS, :8080 HTTP, 0 off).")
 	flag.BoolVar(&f.secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with Kubernetes authentication and authorization.")
 	flag.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
@@ -76,11 +77,32 @@ func parseFlags() flags {
 		}
 		return nil
 	})
+	np := &f.opts.TunnelNetworkPolicy
+	flag.BoolVar(&np.Enabled, "tunnel-network-policies", true, "Give each tunnel a NetworkPolicy that admits only the manager's pods and --monitoring-namespace to its pods' admin (9090) and analyzer (9091, 6343) ports.")
+	flag.StringVar(&np.ManagerNamespace, "manager-namespace", ownNamespace(), "The manager's namespace, for the tunnels' NetworkPolicies (default: its own in a cluster).")
+	flag.StringVar(&managerPodLabels, "manager-pod-labels", "app.kubernetes.io/name=scitunnel,control-plane=controller-manager", "Labels of the manager's pods (k=v,...), for the tunnels' NetworkPolicies.")
+	flag.StringVar(&np.MonitoringNamespace, "monitoring-namespace", "", "Namespace (e.g. Prometheus') the tunnels' NetworkPolicies also admit to the admin and analyzer ports.")
 	f.zapOpts = zap.Options{Development: false}
 	f.zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	f.opts.ImagePullPolicy = corev1.PullPolicy(pullPolicy)
+	podLabels, err := labels.ConvertSelectorToLabelsMap(managerPodLabels)
+	if err != nil {
+		ctrl.Log.Error(err, "--manager-pod-labels must be k=v,...")
+		os.Exit(2)
+	}
+	np.ManagerPodLabels = podLabels
 	return f
+}
+
+// ownNamespace is the namespace the manager runs in, from its service account's mount; empty
+// outside a cluster.
+func ownNamespace() string {
+	b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // metricsOptions serves metrics over HTTPS with authentication and authorization unless

@@ -18,6 +18,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -52,6 +53,10 @@ type Options struct {
 	// UserObjectsRecheck is how often the Secrets and ConfigMaps users name are read again:
 	// they are not cached, hence not watched. 0: a minute.
 	UserObjectsRecheck time.Duration
+	// TunnelNetworkPolicy: whether each tunnel gets a NetworkPolicy admitting only the
+	// manager's pods (ManagerNamespace, ManagerPodLabels: the manager's identity) and
+	// MonitoringNamespace to the pods' admin and analyzer ports (--tunnel-network-policies).
+	TunnelNetworkPolicy tunnel.NetworkPolicyOptions
 }
 
 // withDefaults fills unset options.
@@ -101,6 +106,7 @@ func (s Setup) Register(mgr ctrl.Manager) error {
 	if err := (&tunnel.Reconciler{Client: c, Options: tunnel.Options{
 		DataPlaneImage: o.DataPlaneImage, ImagePullPolicy: o.ImagePullPolicy, TrustDomain: o.TrustDomain,
 		ClusterDomain: o.ClusterDomain, MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+		NetworkPolicy: o.TunnelNetworkPolicy,
 	}}).SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -120,6 +126,7 @@ func (s Setup) Register(mgr ctrl.Manager) error {
 }
 
 // CacheOptions keeps the manager's memory bounded in a shared cluster: Pods, Deployments,
+// NetworkPolicies,
 // Services, Secrets and ConfigMaps are cached only when the operator made them (its
 // managed-by label), so other groups' objects cost the manager nothing and their Secrets are
 // never held in its memory; the Secrets and ConfigMaps users name (their certificates, copied
@@ -143,12 +150,13 @@ func CacheOptions(namespaces ...string) cache.Options {
 		DefaultNamespaces: only,
 		DefaultTransform:  cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}:               {Label: managed},
-			&appsv1.Deployment{}:        {Label: managed},
-			&corev1.Service{}:           {Label: managed},
-			&corev1.Secret{}:            {Label: managed},
-			&corev1.ConfigMap{}:         {Label: managed},
-			&scitunnelv1.StreamTunnel{}: {},
+			&corev1.Pod{}:                 {Label: managed},
+			&appsv1.Deployment{}:          {Label: managed},
+			&corev1.Service{}:             {Label: managed},
+			&corev1.Secret{}:              {Label: managed},
+			&corev1.ConfigMap{}:           {Label: managed},
+			&networkingv1.NetworkPolicy{}: {Label: managed},
+			&scitunnelv1.StreamTunnel{}:   {},
 		},
 	}
 }

@@ -68,6 +68,7 @@ var _ = Describe("StreamTunnel children", func() {
 			g.Expect(c.Scitag).To(Equal(&config.Scitag{ExperimentID: 2, ActivityID: 16, Name: "atlas.Production_Output", Entropy: true}), "entropy on by default")
 			g.Expect(c.Telemetry.SamplingRate).To(Equal(512))
 			g.Expect(c.Telemetry.Collectors).To(Equal([]string{"sflow-rt.monitoring:6343"}))
+			g.Expect(c.Telemetry.HeaderBytes).To(Equal(config.HeaderBytesTransport), "no payload byte to the collectors")
 			g.Expect(c.Telemetry.RegistryFile).To(Equal("/etc/scitunnel/registry.json"))
 		}, timeout, interval).Should(Succeed())
 		var cm corev1.ConfigMap

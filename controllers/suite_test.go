@@ -29,6 +29,7 @@ import (
 
 	"github.com/scitunnel/scitunnel/controllers"
 	"github.com/scitunnel/scitunnel/controllers/telemetry"
+	"github.com/scitunnel/scitunnel/controllers/tunnel"
 	"github.com/scitunnel/scitunnel/dataplane/report"
 	"github.com/scitunnel/scitunnel/test/envtest/testenv"
 )
@@ -85,6 +86,13 @@ var _ = AfterSuite(func() {
 	}
 })
 
+// tunnelNetworkPolicy is what startManager gives the manager (networkpolicy_test.go turns it
+// off for a while).
+var tunnelNetworkPolicy = tunnel.NetworkPolicyOptions{
+	Enabled: true, ManagerNamespace: "scitunnel-system", MonitoringNamespace: "monitoring",
+	ManagerPodLabels: map[string]string{"control-plane": "controller-manager"},
+}
+
 // startManager runs a fresh manager (new caches, new reconcilers) against the API server.
 func startManager() {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -99,9 +107,10 @@ func startManager() {
 	mgrCache = mgr.GetCache()
 	err = controllers.Setup{
 		Options: controllers.Options{
-			DataPlaneImage:     "scitunnel-dataplane:test",
-			ThroughputInterval: time.Second,
-			TrustDomain:        "test.scitunnel",
+			DataPlaneImage:      "scitunnel-dataplane:test",
+			ThroughputInterval:  time.Second,
+			TrustDomain:         "test.scitunnel",
+			TunnelNetworkPolicy: tunnelNetworkPolicy,
 			// Users' Secrets and ConfigMaps are not watched: read them again soon.
 			UserObjectsRecheck: time.Second,
 		},

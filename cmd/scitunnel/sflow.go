@@ -37,9 +37,12 @@ Runs the sFlow sidecar of a tunnel pod, or standalone on a data-transfer host:
 
   - a sampler (an sFlow v5 agent) that samples the interfaces 1-in-N inside the kernel and sends
     datagrams to the local analyzer and to --collectors (needs CAP_NET_RAW; without it the
-    analyzer runs alone);
-  - an analyzer that receives sFlow from the sampler and from switches and routers (UDP 6343),
-    maps flow labels to scitags tags and serves per-tag throughput with 95% error bounds:
+    analyzer runs alone); each sample carries the packet's first --header-bytes bytes, or with
+    --header-bytes transport its headers alone: on an unencrypted leg, use that so that no
+    payload byte reaches the collectors;
+  - an analyzer that receives sFlow from the sampler and from the switches and routers named
+    by --allowed-agents (UDP 6343; datagrams from other sources are counted and dropped), maps
+    flow labels to scitags tags and serves per-tag throughput with 95% error bounds:
     /v1/tags, /v1/flows, /v1/agents, /v1/health, /metrics (scitag_networks_bps), /healthz.
 
 The configuration's telemetry section is read from --config (the pod's config.json); the flags
@@ -52,7 +55,8 @@ The sidecar runs Go code on one CPU at a time (GOMAXPROCS=1 unless the environme
 Example (standalone):
 
   scitunnel sflow --sampling-rate 1000 --interfaces eth0 --assigned-tags 2.16 \
-      --collectors sflow-rt.example.org:6343 --fireflies :10514
+      --collectors sflow-rt.example.org:6343 --header-bytes transport --fireflies :10514 \
+      --allowed-agents 192.0.2.0/28
 
 Flags:
 `
@@ -62,6 +66,7 @@ Flags:
 type sflowOptions struct {
 	path, ifaces, collectors, listen, httpAddr *string
 	registry, assigned, fireflies, agent       *string
+	allowedAgents, headerBytes                 *string
 	logLevel                                   *string
 	rate                                       *int
 	window, polling                            *time.Duration
@@ -71,19 +76,21 @@ type sflowOptions struct {
 func newSflowFlags() (*flag.FlagSet, *sflowOptions) {
 	fs := flag.NewFlagSet("sflow", flag.ContinueOnError)
 	o := &sflowOptions{
-		path:       fs.String("config", "", "data-plane configuration (JSON); its telemetry section is used"),
-		rate:       fs.Int("sampling-rate", 0, "sample 1 in N packets; 0 turns the sampler off"),
-		ifaces:     fs.String("interfaces", "", "comma-separated interfaces to sample (default: every up, non-loopback one)"),
-		collectors: fs.String("collectors", "", "comma-separated host:port sFlow collectors besides the local analyzer"),
-		listen:     fs.String("listen", "", fmt.Sprintf("sFlow listen address (default %q, IPv4 and IPv6)", contract.ListenAddress(contract.SFlowPort))),
-		httpAddr:   fs.String("http", "", fmt.Sprintf("HTTP listen address (default %q)", contract.ListenAddress(contract.AnalyzerPort))),
-		window:     fs.Duration("window", 0, "smoothing window of the rates (default 10s)"),
-		polling:    fs.Duration("polling-interval", 0, "interval of interface counter samples (default 20s)"),
-		registry:   fs.String("registry", "", "scitags registry file (api.json format; default: the snapshot compiled in)"),
-		assigned:   fs.String("assigned-tags", "", "comma-separated exp.act ids assigned to this host, e.g. 2.16,2.9 (default: the --config file's scitag)"),
-		fireflies:  fs.String("fireflies", "", "listen for fireflies at this address, e.g. \":10514\" (default off)"),
-		agent:      fs.String("agent-address", "", "agent address in the sampler's datagrams (default: the sampled interfaces' first global address)"),
-		logLevel:   fs.String("log-level", "info", "debug, info, warn or error"),
+		path:          fs.String("config", "", "data-plane configuration (JSON); its telemetry section is used"),
+		rate:          fs.Int("sampling-rate", 0, "sample 1 in N packets; 0 turns the sampler off"),
+		ifaces:        fs.String("interfaces", "", "comma-separated interfaces to sample (default: every up, non-loopback one)"),
+		collectors:    fs.String("collectors", "", "comma-separated host:port sFlow collectors besides the local analyzer"),
+		headerBytes:   fs.String("header-bytes", "", "bytes of each sampled packet sent to the analyzer and --collectors: 64..1024 (default 128), or \"transport\" to stop after the transport header (no payload byte leaves the host)"),
+		listen:        fs.String("listen", "", fmt.Sprintf("sFlow listen address (default %q, IPv4 and IPv6)", contract.ListenAddress(contract.SFlowPort))),
+		httpAddr:      fs.String("http", "", fmt.Sprintf("HTTP listen address (default %q)", contract.ListenAddress(contract.AnalyzerPort))),
+		window:        fs.Duration("window", 0, "smoothing window of the rates (default 10s)"),
+		polling:       fs.Duration("polling-interval", 0, "interval of interface counter samples (default 20s)"),
+		registry:      fs.String("registry", "", "scitags registry file (api.json format; default: the snapshot compiled in)"),
+		assigned:      fs.String("assigned-tags", "", "comma-separated exp.act ids assigned to this host, e.g. 2.16,2.9 (default: the --config file's scitag)"),
+		fireflies:     fs.String("fireflies", "", "listen for fireflies at this address, e.g. \":10514\" (default off)"),
+		agent:         fs.String("agent-address", "", "agent address in the sampler's datagrams (default: the sampled interfaces' first global address)"),
+		allowedAgents: fs.String("allowed-agents", "", "comma-separated IP addresses or CIDRs of switches and routers whose sFlow the analyzer accepts (default: only the local sampler's, from loopback)"),
+		logLevel:      fs.String("log-level", "info", "debug, info, warn or error"),
 	}
 	fs.Usage = func() { fmt.Fprint(fs.Output(), sflowHelp); fs.PrintDefaults() }
 	return fs, o
@@ -167,6 +174,13 @@ func (o *sflowOptions) override(fs *flag.FlagSet, t *config.Telemetry, assignedT
 			t.Interfaces = splitList(*o.ifaces)
 		case "collectors":
 			t.Collectors = splitList(*o.collectors)
+		case "header-bytes":
+			h, err := config.ParseHeaderBytes(*o.headerBytes)
+			if err != nil {
+				flagErr = fmt.Errorf("--header-bytes: %w", err)
+				return
+			}
+			t.HeaderBytes = h
 		case "listen":
 			t.AnalyzerAddress = *o.listen
 		case "http":
@@ -191,6 +205,8 @@ func (o *sflowOptions) override(fs *flag.FlagSet, t *config.Telemetry, assignedT
 			t.FireflyAddress = *o.fireflies
 		case "agent-address":
 			t.AgentAddress = *o.agent
+		case "allowed-agents":
+			t.AllowedAgents = splitList(*o.allowedAgents)
 		}
 	})
 	return assignedTags, flagErr
@@ -223,13 +239,15 @@ var sflowFlags = map[string]string{
 	"samplingRate": "--sampling-rate", "interfaces": "--interfaces", "collectors": "--collectors",
 	"analyzerAddress": "--listen", "httpAddress": "--http", "window": "--window",
 	"pollingInterval": "--polling-interval", "registryFile": "--registry",
-	"fireflyAddress": "--fireflies", "agentAddress": "--agent-address",
+	"fireflyAddress": "--fireflies", "agentAddress": "--agent-address", "allowedAgents": "--allowed-agents",
+	"headerBytes": "--header-bytes",
 }
 
 // sidecar runs the analyzer, and the sampler when configured and permitted, until ctx ends.
 // assigned are the tags (by ids) whose labels the analyzer attributes without a firefly.
 func sidecar(ctx context.Context, t *config.Telemetry, assigned []scitag.Tag, log *slog.Logger) error {
-	a := analyzer.New(analyzer.Options{Window: t.Window.Duration, AssignedTags: assigned, Registry: loadRegistry(t.RegistryFile, log)})
+	a := analyzer.New(analyzer.Options{Window: t.Window.Duration, AssignedTags: assigned, Registry: loadRegistry(t.RegistryFile, log),
+		AllowedAgents: t.AllowedAgentPrefixes()})
 
 	conn, err := analyzer.ListenSFlow(t.AnalyzerAddress)
 	if err != nil {
@@ -316,12 +334,16 @@ func startSampler(t *config.Telemetry, local string, log *slog.Logger) *sampler.
 		agent = netip.MustParseAddr(t.AgentAddress) // validated
 	}
 	s, err := sampler.New(sampler.Config{
-		Interfaces:      t.Interfaces,
-		SamplingRate:    uint32(t.SamplingRate),
-		PollingInterval: t.PollingInterval.Duration,
-		Collectors:      append([]string{local}, t.Collectors...),
-		AgentAddress:    agent,
-		Log:             log,
+		Interfaces:   t.Interfaces,
+		SamplingRate: uint32(t.SamplingRate),
+		HeaderBytes:  uint32(max(t.HeaderBytes, 0)),
+		// Only the headers matter to the analyzer; the payload of an unencrypted leg must
+		// not reach the collectors when "transport" is asked for.
+		TransportHeadersOnly: t.HeaderBytes == config.HeaderBytesTransport,
+		PollingInterval:      t.PollingInterval.Duration,
+		Collectors:           append([]string{local}, t.Collectors...),
+		AgentAddress:         agent,
+		Log:                  log,
 	})
 	switch {
 	case errors.Is(err, sampler.ErrNoNetRaw):

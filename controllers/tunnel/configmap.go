@@ -65,7 +65,10 @@ func (r *Reconciler) buildConfig(s *scope) (*config.Config, error) {
 			Entropy:      s.tag.Entropy,
 		}
 	}
-	tel := &config.Telemetry{SamplingRate: contract.DefaultSampling, RegistryFile: contract.RegistryFile}
+	// Every tunnel pod has an unencrypted leg (producers or consumers): its samples carry headers
+	// alone, so no byte of the data reaches the analyzer or an external collector.
+	tel := &config.Telemetry{SamplingRate: contract.DefaultSampling, RegistryFile: contract.RegistryFile,
+		HeaderBytes: config.HeaderBytesTransport}
 	var own *config.Fireflies
 	if ts := t.Spec.Telemetry; ts != nil {
 		if ts.SamplingRate != nil {

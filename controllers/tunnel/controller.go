@@ -13,6 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -44,6 +45,8 @@ type Options struct {
 	ClusterDomain string
 	// MaxConcurrentReconciles of the controller.
 	MaxConcurrentReconciles int
+	// NetworkPolicy: each tunnel's NetworkPolicy (networkpolicy.go).
+	NetworkPolicy NetworkPolicyOptions
 }
 
 // Reconciler builds one tunnel end's workload.
@@ -145,6 +148,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		{"ends", r.reconcileEnds},
 		{"scitag", r.reconcileScitag},
 		{"service", r.reconcileService},
+		{"networkpolicy", r.reconcileNetworkPolicy},
 		{"certificates", r.observeCertificates},
 		{"config", r.reconcileConfig},
 		{"deployment", r.reconcileDeployment},
@@ -202,6 +206,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ConfigMap{}).
+		Owns(&networkingv1.NetworkPolicy{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(watch.ByTunnelLabel)).
 		Watches(&scitunnelv1.StreamTunnel{}, handler.EnqueueRequestsFromMapFunc(r.peerTunnels), builder.WithPredicates(watch.PeerChanged)).
 		Watches(&scitunnelv1.ScitagPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyToTunnels), builder.WithPredicates(policyTagChanged)).

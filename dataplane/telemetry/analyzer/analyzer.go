@@ -28,6 +28,15 @@ type Options struct {
 	// MaxFlows bounds the (source, destination, tag) table; samples of further flows still
 	// count in the per-tag totals. Default 100000.
 	MaxFlows int
+	// MaxAgents bounds the agents tracked (each with its data sources): a new agent beyond it
+	// replaces the one heard from longest ago. Default 1024.
+	MaxAgents int
+	// AgentIdle is how long an agent is remembered after its last datagram. Default 10m.
+	AgentIdle time.Duration
+	// AllowedAgents are the external agents (switches, routers) whose datagrams ServeSFlow
+	// takes, besides the pod's own sampler (which sends from loopback). Empty: none, so another
+	// pod cannot feed forged samples into the tunnel's throughput.
+	AllowedAgents []netip.Prefix
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -50,6 +59,9 @@ type Health struct {
 	AgentDroppedSample uint64            `json:"agentDroppedSamples"` // samples agents report they dropped (the drops field)
 	ReceiveDropped     uint64            `json:"receiveDropped"`      // datagrams the kernel dropped on our socket (SO_RXQ_OVFL)
 	FlowsOverflow      uint64            `json:"flowsOverflow"`       // samples of flows beyond MaxFlows (counted in tag totals only)
+	AgentsEvicted      uint64            `json:"agentsEvicted"`       // agents forgotten to make room for new ones (MaxAgents)
+	AgentsExpired      uint64            `json:"agentsExpired"`       // agents forgotten after AgentIdle without a datagram
+	Refused            uint64            `json:"refused"`             // datagrams from sources not allowed to send sFlow (ServeSFlow)
 	Fireflies          uint64            `json:"fireflies"`
 	FirefliesMalformed uint64            `json:"firefliesMalformed"`
 }
@@ -64,11 +76,11 @@ type Analyzer struct {
 	dec      sflow.Decoder
 	packet   sflow.Packet // scratch
 
-	agents  map[agentKey]*agent
-	sources map[sourceKey]*source
+	agents agentTable
 	// lastSource caches the previous sample's source: a datagram's samples mostly share one.
-	lastSourceKey sourceKey
-	lastSource    *source
+	lastSourceAgent *agent
+	lastSourceID    sourceID
+	lastSource      *source
 	// lastFlow caches the previous sample's flow: consecutive samples often share one.
 	lastFlowKey flowKey
 	lastFlow    *flow
@@ -78,27 +90,6 @@ type Analyzer struct {
 	health      Health
 	updated     time.Time
 	swept       int64
-}
-
-type agentKey struct {
-	addr     netip.Addr
-	subAgent uint32
-}
-
-type agent struct {
-	datagrams, gaps, outOfOrder, restarts uint64
-	lastSeq, lastUptime                   uint32
-	lastSeen                              time.Time
-}
-
-// sourceKey is an sFlow data source: an agent's interface (or VLAN, or entity).
-type sourceKey struct {
-	agent        agentKey
-	class, index uint32
-}
-
-type source struct {
-	lastSeq, lastDrops uint32
 }
 
 // flowKey holds addresses as machine words, so comparing keys is a few word compares
@@ -138,6 +129,12 @@ func New(opt Options) *Analyzer {
 	if opt.MaxFlows <= 0 {
 		opt.MaxFlows = 100_000
 	}
+	if opt.MaxAgents <= 0 {
+		opt.MaxAgents = 1024
+	}
+	if opt.AgentIdle <= 0 {
+		opt.AgentIdle = 10 * time.Minute
+	}
 	if opt.Now == nil {
 		// Wall time at start plus monotonic time since: one clock read per call instead of
 		// time.Now's two (which showed in the per-datagram cost), and immune to clock steps.
@@ -149,8 +146,7 @@ func New(opt Options) *Analyzer {
 		registry:  opt.Registry,
 		assigned:  make([]bool, numTagKeys),
 		clock:     newClock(opt.Now(), opt.Window),
-		agents:    map[agentKey]*agent{},
-		sources:   map[sourceKey]*source{},
+		agents:    newAgentTable(opt.MaxAgents, opt.AgentIdle),
 		flows:     newFlowTable(),
 		tags:      make([]*tagState, numTagKeys),
 		fireflies: fireflyTable{linger: opt.Window},
@@ -178,8 +174,7 @@ func (a *Analyzer) Ingest(b []byte) error {
 		return err
 	}
 	a.health.Datagrams++
-	ak := agentKey{dg.AgentAddress, dg.SubAgentID}
-	a.trackSequence(ak, dg, now)
+	ag := a.trackSequence(agentKey{dg.AgentAddress, dg.SubAgentID}, dg, now)
 	a.health.SkippedSamples += uint64(dg.SkippedSamples)
 	a.health.CounterSamples += uint64(len(dg.CounterSamples))
 	for i := range dg.CounterSamples {
@@ -197,7 +192,7 @@ func (a *Analyzer) Ingest(b []byte) error {
 			a.health.InvalidSamples++
 			continue
 		}
-		weight := a.weight(sourceKey{ak, s.SourceIDClass, s.SourceIDIndex}, s)
+		weight := a.weight(ag, sourceID{s.SourceIDClass, s.SourceIDIndex}, s)
 		// Several header records in one sample describe the same packet: count the first.
 		h := &s.Headers[0]
 		p := &a.packet
@@ -225,12 +220,16 @@ func malformedReason(err error) string {
 	return "other"
 }
 
-func (a *Analyzer) trackSequence(k agentKey, dg *sflow.Datagram, now time.Time) {
-	ag := a.agents[k]
+func (a *Analyzer) trackSequence(k agentKey, dg *sflow.Datagram, now time.Time) *agent {
+	ag := a.agents.get(k)
 	if ag == nil {
-		ag = &agent{}
-		a.agents[k] = ag
+		var evicted bool
+		if ag, evicted = a.agents.add(k); evicted {
+			a.health.AgentsEvicted++
+			a.lastSourceAgent, a.lastSource = nil, nil
+		}
 	} else {
+		a.agents.heard(ag)
 		switch d := dg.SequenceNumber - ag.lastSeq; {
 		case d == 1:
 		case d == 0 || d > 1<<31: // backwards
@@ -242,7 +241,7 @@ func (a *Analyzer) trackSequence(k agentKey, dg *sflow.Datagram, now time.Time) 
 				a.health.OutOfOrder++
 				ag.datagrams++
 				ag.lastSeen = now
-				return
+				return ag
 			}
 		default:
 			ag.gaps += uint64(d - 1)
@@ -251,6 +250,7 @@ func (a *Analyzer) trackSequence(k agentKey, dg *sflow.Datagram, now time.Time) 
 	}
 	ag.datagrams++
 	ag.lastSeq, ag.lastUptime, ag.lastSeen = dg.SequenceNumber, dg.Uptime, now
+	return ag
 }
 
 // weight is how many bytes-worth of packets one sample stands for, per byte of its frame: the
@@ -258,18 +258,19 @@ func (a *Analyzer) trackSequence(k agentKey, dg *sflow.Datagram, now time.Time) 
 // the way (lost datagrams, samples the agent dropped). Charging the loss to the next sample of
 // the same source keeps the estimate unbiased, since which flow a lost sample belonged to is
 // independent of which flow the next one does.
-func (a *Analyzer) weight(k sourceKey, s *sflow.FlowSample) float64 {
+func (a *Analyzer) weight(ag *agent, id sourceID, s *sflow.FlowSample) float64 {
 	rate := float64(s.SamplingRate)
 	src := a.lastSource
-	if src == nil || a.lastSourceKey != k {
-		src = a.sources[k]
+	if src == nil || a.lastSourceAgent != ag || a.lastSourceID != id {
+		src = ag.sources[id]
 		if src == nil {
-			if len(a.sources) < 4*a.opt.MaxFlows {
-				a.sources[k] = &source{lastSeq: s.SequenceNumber, lastDrops: s.Drops}
+			if a.agents.sources < 4*a.opt.MaxFlows {
+				ag.sources[id] = &source{lastSeq: s.SequenceNumber, lastDrops: s.Drops}
+				a.agents.sources++
 			}
 			return rate
 		}
-		a.lastSourceKey, a.lastSource = k, src
+		a.lastSourceAgent, a.lastSourceID, a.lastSource = ag, id, src
 	}
 	w := rate
 	if d := s.SequenceNumber - src.lastSeq; d > 1 && d <= maxCompensatedGap {
@@ -315,12 +316,16 @@ func (a *Analyzer) add(k flowKey, label uint32, epoch int64, bytes, sq float64) 
 	f.label = label
 }
 
-// sweep forgets flows that left the window, and expired fireflies.
+// sweep forgets flows that left the window, expired fireflies, and idle agents.
 func (a *Analyzer) sweep(epoch int64, now time.Time) {
 	a.swept = epoch
 	a.flows.deleteIf(func(f *flow) bool { return f.lastEpoch() <= epoch-buckets })
 	a.lastFlow = nil
 	a.fireflies.expire(now)
+	if n := a.agents.expire(now); n > 0 {
+		a.health.AgentsExpired += uint64(n)
+		a.lastSourceAgent, a.lastSource = nil, nil
+	}
 }
 
 // Firefly records a firefly datagram (syslog header + JSON). Malformed ones are counted.

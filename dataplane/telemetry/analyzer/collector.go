@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"syscall"
 	"unsafe"
 
@@ -40,15 +41,17 @@ func listenUDP(address string) (*net.UDPConn, error) {
 }
 
 // ServeSFlow reads datagrams from conn into the analyzer until ctx is done (it then closes
-// conn). Malformed datagrams are counted and logged at debug level.
+// conn). Datagrams from sources it does not admit (see admits) are counted and dropped;
+// malformed ones are counted and logged at debug level.
 func (a *Analyzer) ServeSFlow(ctx context.Context, conn *net.UDPConn, log *slog.Logger) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	buf := make([]byte, 65536)
 	oob := make([]byte, unix.CmsgSpace(4))
 	var lastDrops uint32
+	local := conn.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
 	for {
-		n, oobn, _, from, err := conn.ReadMsgUDP(buf, oob)
+		n, oobn, _, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -63,10 +66,36 @@ func (a *Analyzer) ServeSFlow(ctx context.Context, conn *net.UDPConn, log *slog.
 			a.addReceiveDropped(uint64(drops - lastDrops))
 			lastDrops = drops
 		}
+		if !a.admits(from.Addr().Unmap(), local) {
+			a.refuse()
+			log.Debug("sFlow datagram refused: its source is not an allowed agent", "from", from, "bytes", n)
+			continue
+		}
 		if err := a.Ingest(buf[:n]); err != nil {
 			log.Debug("malformed sFlow datagram", "from", from, "bytes", n, "err", err)
 		}
 	}
+}
+
+// admits says whether a datagram from the address from may be ingested: it comes from the pod's
+// own sampler (loopback, which no other host can forge, or the address the analyzer listens on,
+// where the sampler sends when one is configured) or from an allowed agent.
+func (a *Analyzer) admits(from, local netip.Addr) bool {
+	if from.IsLoopback() || (from == local && !local.IsUnspecified()) {
+		return true
+	}
+	for _, p := range a.opt.AllowedAgents {
+		if p.Contains(from) {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *Analyzer) refuse() {
+	a.mu.Lock()
+	a.health.Refused++
+	a.mu.Unlock()
 }
 
 // rxqOverflow finds the SO_RXQ_OVFL drop counter among control messages without allocating.

@@ -163,11 +163,11 @@ func addrString(k [2]uint64) string {
 func (a *Analyzer) Agents() []AgentStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make([]AgentStatus, 0, len(a.agents))
-	for k, ag := range a.agents {
-		out = append(out, AgentStatus{Address: k.addr.String(), SubAgentID: k.subAgent, Datagrams: ag.datagrams,
+	out := make([]AgentStatus, 0, a.agents.len())
+	a.agents.each(func(ag *agent) {
+		out = append(out, AgentStatus{Address: ag.key.addr.String(), SubAgentID: ag.key.subAgent, Datagrams: ag.datagrams,
 			SequenceGaps: ag.gaps, OutOfOrder: ag.outOfOrder, Restarts: ag.restarts, LastSeen: ag.lastSeen})
-	}
+	})
 	slices.SortFunc(out, func(x, y AgentStatus) int {
 		return cmp.Or(cmp.Compare(x.Address, y.Address), cmp.Compare(x.SubAgentID, y.SubAgentID))
 	})

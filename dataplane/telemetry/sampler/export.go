@@ -90,6 +90,10 @@ func (e *exporter) begin() {
 func (e *exporter) flow(smp sample) {
 	src := smp.src
 	ifindex := uint32(src.sock.iface.Index)
+	header := smp.pkt.header
+	if e.s.cfg.TransportHeadersOnly {
+		header = header[:sflow.HeadersLength(smp.pkt.protocol, header)]
+	}
 	fs := sflow.FlowSample{
 		SequenceNumber: src.flowSeq.Add(1),
 		SourceIDIndex:  ifindex,
@@ -101,7 +105,7 @@ func (e *exporter) flow(smp sample) {
 		Headers: []sflow.SampledHeader{{
 			Protocol:    smp.pkt.protocol,
 			FrameLength: smp.pkt.frameLength,
-			Header:      smp.pkt.header,
+			Header:      header,
 		}},
 	}
 	if smp.pkt.outgoing {

@@ -24,8 +24,12 @@ type Config struct {
 	Interfaces []string
 	// SamplingRate N samples 1 in N packets.
 	SamplingRate uint32
-	// HeaderBytes kept of each sampled packet. Default 128.
+	// HeaderBytes kept of each sampled packet. Default 128 (256 with TransportHeadersOnly).
 	HeaderBytes uint32
+	// TransportHeadersOnly cuts each sampled header where the payload begins, after the
+	// transport header (sflow.HeadersLength): collectors still get addresses, ports and the
+	// flow label, and no byte of the data an unencrypted leg carries.
+	TransportHeadersOnly bool
 	// PollingInterval between interface counter samples. Default 20s.
 	PollingInterval time.Duration
 	// FlushInterval bounds how long a sample waits for its datagram to fill. Default 1s.
@@ -97,6 +101,9 @@ func New(cfg Config) (*Sampler, error) {
 	}
 	if cfg.HeaderBytes == 0 {
 		cfg.HeaderBytes = 128
+		if cfg.TransportHeadersOnly {
+			cfg.HeaderBytes = 256 // room for IPv6 extension headers and TCP options
+		}
 	}
 	if cfg.PollingInterval <= 0 {
 		cfg.PollingInterval = 20 * time.Second
