@@ -13,7 +13,6 @@ package controllers
 
 import (
 	"context"
-	"net/http"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -79,8 +78,8 @@ type Setup struct {
 	Options Options
 	// Reports reads the data plane's reports; nil disables the telemetry controller.
 	Reports telemetry.DataPlaneReports
-	// RegistryHTTPClient fetches ScitagPolicy registry URLs; nil: a default client.
-	RegistryHTTPClient *http.Client
+	// Registry says which ScitagPolicy registry URLs may be fetched (https, public addresses).
+	Registry scitagpolicy.RegistryOptions
 	// Clock drives certificate issuance; nil: the real clock.
 	Clock clock.PassiveClock
 }
@@ -113,7 +112,7 @@ func (s Setup) Register(mgr ctrl.Manager) error {
 			return err
 		}
 	}
-	return (&scitagpolicy.Reconciler{Client: c, HTTPClient: s.RegistryHTTPClient, Clock: s.Clock}).SetupWithManager(mgr)
+	return (&scitagpolicy.Reconciler{Client: c, Registry: s.Registry, Clock: s.Clock}).SetupWithManager(mgr)
 }
 
 // CacheOptions keeps the manager's memory bounded in large clusters: Pods, Deployments and
