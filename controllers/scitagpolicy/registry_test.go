@@ -36,7 +36,9 @@ func registryServer(t *testing.T, status int, body string) (*httptest.Server, *a
 	return srv, &hits
 }
 
-func policyKey(name string) types.NamespacedName { return types.NamespacedName{Namespace: "ns", Name: name} }
+func policyKey(name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: "ns", Name: name}
+}
 
 // A failing URL is fetched once however many passes read it, then retried after a backoff
 // that doubles: 10 s, then 20 s.
@@ -132,7 +134,9 @@ func TestFetcherNotifiesPoliciesOfTheirURL(t *testing.T) {
 
 func TestRegistrySizeCap(t *testing.T) {
 	g := NewWithT(t)
-	pad := func(n int) string { return tinyRegistry[:len(tinyRegistry)-1] + strings.Repeat(" ", n-len(tinyRegistry)) + "}" }
+	pad := func(n int) string {
+		return tinyRegistry[:len(tinyRegistry)-1] + strings.Repeat(" ", n-len(tinyRegistry)) + "}"
+	}
 	fits, _ := registryServer(t, http.StatusOK, pad(maxRegistryBytes))
 	big, _ := registryServer(t, http.StatusOK, pad(maxRegistryBytes+1))
 	get := RegistryOptions{Egress: loopbackRules}.getter(logr.Discard())
