@@ -26,9 +26,9 @@ const (
 	maxRetry   = DefaultRegistryRefresh
 )
 
-// DefaultMaxRegistryURLs bounds the registry URLs cached at once. Each costs up to about
-// three times maxRegistryBytes of heap (the document, the parsed registry, a copy on its way
-// to a ConfigMap), so 16 keep the worst case near 50 MiB of the manager's 256 MiB.
+// DefaultMaxRegistryURLs bounds the registry URLs cached at once. A document at the size cap
+// costs about 4 MiB of heap with its parsed registry (BenchmarkAbuseRegistryURLs), so 16 keep
+// the worst case near 64 MiB of the manager's 256 MiB.
 const DefaultMaxRegistryURLs = 16
 
 // fetchWorkers fetch URLs concurrently: a slow registry delays others by at most one slot.
