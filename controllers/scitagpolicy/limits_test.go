@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
-	"sigs.k8s.io/yaml"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 )
 
 func registryWith(expName, actName, modified string) []byte {
@@ -53,7 +53,7 @@ func TestStatusLimitsMatchTheCRD(t *testing.T) {
 			} `json:"versions"`
 		} `json:"spec"`
 	}
-	g.Expect(yaml.Unmarshal(raw, &crd)).To(Succeed())
+	g.Expect(utilyaml.Unmarshal(raw, &crd)).To(Succeed())
 	status := crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties["status"]
 	for path, want := range map[string]int{
 		"experimentName": maxStatusNameLen, "activityName": maxStatusNameLen, "tag": maxStatusTagLen,
