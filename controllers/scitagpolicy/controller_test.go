@@ -33,8 +33,9 @@ func (i builderIndexer) IndexField(_ context.Context, obj client.Object, field s
 	return nil
 }
 
-// newTestReconciler is the controller over a fake API server, its fetcher not yet started.
-func newTestReconciler(t *testing.T, opts RegistryOptions, objs ...client.Object) *Reconciler {
+// newTestReconciler is the controller over a fake API server, its fetcher (allowed to reach
+// loopback over http) not yet started.
+func newTestReconciler(t *testing.T, objs ...client.Object) *Reconciler {
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
@@ -51,7 +52,7 @@ func newTestReconciler(t *testing.T, opts RegistryOptions, objs ...client.Object
 		Client:   c,
 		Recorder: events.NewFakeRecorder(100),
 		Clock:    clocktesting.NewFakePassiveClock(time.Now()),
-		fetcher:  opts.newFetcher(logr.Discard()),
+		fetcher:  RegistryOptions{Egress: loopbackRules}.newFetcher(logr.Discard()),
 		applier:  &ssa.Applier{Client: c, Owner: child.FieldOwner},
 	}
 }
@@ -96,7 +97,7 @@ func TestSlowRegistryDoesNotBlockReconciles(t *testing.T) {
 	defer close(release) // before slow.Close, which waits for the handler
 	fast, _ := registryServer(t, http.StatusOK, tinyRegistry)
 
-	r := newTestReconciler(t, RegistryOptions{Egress: loopbackRules}, urlPolicy("slow", slow.URL), urlPolicy("fast", fast.URL))
+	r := newTestReconciler(t, urlPolicy("slow", slow.URL), urlPolicy("fast", fast.URL))
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	go func() { _ = r.fetcher.Start(ctx) }()
@@ -124,7 +125,7 @@ func TestDeletedPolicyEvictsItsURL(t *testing.T) {
 	g := NewWithT(t)
 	srv, _ := registryServer(t, http.StatusOK, tinyRegistry)
 	p := urlPolicy("gone", srv.URL)
-	r := newTestReconciler(t, RegistryOptions{Egress: loopbackRules}, p)
+	r := newTestReconciler(t, p)
 	_, err := r.Reconcile(t.Context(), ctrl.Request{NamespacedName: policyKey("gone")})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(r.fetcher.cachedURLs()).To(Equal(1))
