@@ -5,6 +5,7 @@ package main
 import (
 	"crypto/tls"
 	"flag"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -24,6 +25,8 @@ import (
 
 	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
 	"github.com/scitunnel/scitunnel/controllers"
+	"github.com/scitunnel/scitunnel/controllers/scitagpolicy"
+	"github.com/scitunnel/scitunnel/controllers/scitagpolicy/egress"
 	"github.com/scitunnel/scitunnel/controllers/telemetry"
 	"github.com/scitunnel/scitunnel/dataplane/contract"
 )
@@ -46,6 +49,48 @@ type flags struct {
 	qps                                    float64
 	burst                                  int
 	zapOpts                                zap.Options
+	registry                               registryFlags
+}
+
+// registryFlags are the rules for ScitagPolicy registry URLs (the chart's registry values).
+type registryFlags struct {
+	allowHTTP                  bool
+	clusterCIDRs, refusedCIDRs string
+	allowedCIDRs               string
+	maxURLs                    int
+}
+
+func (r *registryFlags) bind(fs *flag.FlagSet) {
+	fs.BoolVar(&r.allowHTTP, "registry-allow-http", false, "Fetch ScitagPolicy registry URLs over plain http:// too (default: https only).")
+	fs.StringVar(&r.clusterCIDRs, "cluster-cidrs", "", "The cluster's pod and service CIDRs, comma-separated: registry URLs never reach them.")
+	fs.StringVar(&r.refusedCIDRs, "registry-refused-cidrs", prefixList(egress.DefaultPrivate()),
+		"Ranges registry URLs may not reach besides loopback, link-local and the cluster (default: the private ranges).")
+	fs.StringVar(&r.allowedCIDRs, "registry-allowed-cidrs", "", "Ranges registry URLs may reach even inside a refused range (a site's internal mirror).")
+	fs.IntVar(&r.maxURLs, "registry-max-urls", scitagpolicy.DefaultMaxRegistryURLs, "Registry URLs cached at once.")
+}
+
+// options turns the flags into the controller's rules.
+func (r registryFlags) options() (scitagpolicy.RegistryOptions, error) {
+	var lists [3][]netip.Prefix
+	for i, s := range []string{r.clusterCIDRs, r.refusedCIDRs, r.allowedCIDRs} {
+		p, err := egress.ParsePrefixes(strings.Split(s, ","))
+		if err != nil {
+			return scitagpolicy.RegistryOptions{}, err
+		}
+		lists[i] = p
+	}
+	return scitagpolicy.RegistryOptions{
+		Egress:  egress.Rules{AllowHTTP: r.allowHTTP, Refused: append(lists[0], lists[1]...), Allowed: lists[2]},
+		MaxURLs: r.maxURLs,
+	}, nil
+}
+
+func prefixList(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
 }
 
 func parseFlags() flags {
@@ -82,6 +127,7 @@ func parseFlags() flags {
 	flag.StringVar(&np.ManagerNamespace, "manager-namespace", ownNamespace(), "The manager's namespace, for the tunnels' NetworkPolicies (default: its own in a cluster).")
 	flag.StringVar(&managerPodLabels, "manager-pod-labels", "app.kubernetes.io/name=scitunnel,control-plane=controller-manager", "Labels of the manager's pods (k=v,...), for the tunnels' NetworkPolicies.")
 	flag.StringVar(&np.MonitoringNamespace, "monitoring-namespace", "", "Namespace (e.g. Prometheus') the tunnels' NetworkPolicies also admit to the admin and analyzer ports.")
+	f.registry.bind(flag.CommandLine)
 	f.zapOpts = zap.Options{Development: false}
 	f.zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -142,9 +188,15 @@ func main() {
 		log.Error(err, "unable to create the manager")
 		os.Exit(1)
 	}
+	registry, err := f.registry.options()
+	if err != nil {
+		log.Error(err, "invalid registry flags")
+		os.Exit(1)
+	}
 	setup := controllers.Setup{
-		Options: opts,
-		Reports: telemetry.NewHTTPReports(f.statusPort, f.analyzerPort),
+		Options:  opts,
+		Reports:  telemetry.NewHTTPReports(f.statusPort, f.analyzerPort),
+		Registry: registry,
 	}
 	if err := setup.Register(mgr); err != nil {
 		log.Error(err, "unable to set up the controllers")

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -284,6 +285,39 @@ var _ = Describe("ScitagPolicy", func() {
 			expectCondition(g, p.Status.Conditions, "Resolved", metav1.ConditionTrue, "Resolved")
 			g.Expect(p.Status.Registry.Source).To(Equal("configmap:site-registry/api.json"))
 			g.Expect(*p.Status.ExperimentID).To(BeEquivalentTo(300))
+		})
+	})
+
+	It("refuses a registry whose names the status cannot hold, and still patches the status", func() {
+		long := strings.Repeat("x", 4000)
+		doc := `{"version": 1, "modified": "m", "experiments": [
+  {"expName": "` + long + `", "expId": 301, "activities": [{"activityName": "a", "activityId": 1}]}]}`
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(doc)) }))
+		defer srv.Close()
+		ns := newNamespace("registry-long")
+		Expect(k8sClient.Create(ctx, &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "long-names"},
+			Data:       map[string]string{"api.json": doc},
+		})).To(Succeed())
+		fromCM := policy(ns, "from-cm", "301", "1", nil, func(p *scitunnelv1.ScitagPolicy) {
+			p.Spec.Registry = &scitunnelv1.RegistrySource{ConfigMapRef: &scitunnelv1.ConfigMapKeyReference{Name: "long-names"}}
+		})
+		fromURL := policy(ns, "from-url", "301", "1", nil, func(p *scitunnelv1.ScitagPolicy) {
+			p.Spec.Registry = &scitunnelv1.RegistrySource{URL: srv.URL + "/api.json"}
+		})
+		for _, p := range []*scitunnelv1.ScitagPolicy{fromCM, fromURL} {
+			Expect(k8sClient.Create(ctx, p)).To(Succeed())
+		}
+		eventually(fromCM, func(g Gomega) {
+			c := expectCondition(g, fromCM.Status.Conditions, "RegistrySynced", metav1.ConditionFalse, "InvalidRegistry")
+			g.Expect(c.Message).To(ContainSubstring("status.experimentName holds at most 80"))
+			g.Expect(fromCM.Status.ObservedGeneration).To(Equal(fromCM.Generation))
+			g.Expect(fromCM.Status.ExperimentName).To(BeEmpty())
+		})
+		eventually(fromURL, func(g Gomega) {
+			c := expectCondition(g, fromURL.Status.Conditions, "RegistrySynced", metav1.ConditionFalse, "FetchFailed")
+			g.Expect(c.Message).To(ContainSubstring("status.experimentName holds at most 80"))
+			g.Expect(fromURL.Status.ObservedGeneration).To(Equal(fromURL.Generation))
 		})
 	})
 })

@@ -13,7 +13,6 @@ package controllers
 
 import (
 	"context"
-	"net/http"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -87,8 +86,8 @@ type Setup struct {
 	Options Options
 	// Reports reads the data plane's reports; nil disables the telemetry controller.
 	Reports telemetry.DataPlaneReports
-	// RegistryHTTPClient fetches ScitagPolicy registry URLs; nil: a default client.
-	RegistryHTTPClient *http.Client
+	// Registry says which ScitagPolicy registry URLs may be fetched (https, public addresses).
+	Registry scitagpolicy.RegistryOptions
 	// Clock drives certificate issuance; nil: the real clock.
 	Clock clock.PassiveClock
 }
@@ -122,7 +121,7 @@ func (s Setup) Register(mgr ctrl.Manager) error {
 			return err
 		}
 	}
-	return (&scitagpolicy.Reconciler{Client: c, UserObjects: mgr.GetAPIReader(), UserObjectsRecheck: o.UserObjectsRecheck, HTTPClient: s.RegistryHTTPClient, Clock: s.Clock}).SetupWithManager(mgr)
+	return (&scitagpolicy.Reconciler{Client: c, UserObjects: mgr.GetAPIReader(), UserObjectsRecheck: o.UserObjectsRecheck, Registry: s.Registry, Clock: s.Clock}).SetupWithManager(mgr)
 }
 
 // CacheOptions keeps the manager's memory bounded in a shared cluster: Pods, Deployments,

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"sync"
 	"testing"
@@ -28,6 +29,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/scitunnel/scitunnel/controllers"
+	"github.com/scitunnel/scitunnel/controllers/scitagpolicy"
+	"github.com/scitunnel/scitunnel/controllers/scitagpolicy/egress"
 	"github.com/scitunnel/scitunnel/controllers/telemetry"
 	"github.com/scitunnel/scitunnel/controllers/tunnel"
 	"github.com/scitunnel/scitunnel/dataplane/report"
@@ -116,6 +119,10 @@ func startManager() {
 		},
 		Reports: reportsAPI,
 		Clock:   fakeClock,
+		// The tests' registries are http servers on loopback, which a cluster's manager refuses.
+		Registry: scitagpolicy.RegistryOptions{Egress: egress.Rules{
+			AllowHTTP: true, Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		}},
 	}.Register(mgr)
 	Expect(err).NotTo(HaveOccurred())
 	mctx, mcancel := context.WithCancel(ctx)

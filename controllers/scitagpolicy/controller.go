@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -28,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"k8s.io/utils/ptr"
 
@@ -47,8 +47,8 @@ import (
 type Reconciler struct {
 	client.Client
 	Recorder events.EventRecorder
-	// HTTPClient fetches registry URLs; nil means a client with a 15 s timeout.
-	HTTPClient *http.Client
+	// Registry says which registry URLs may be fetched and how many are cached.
+	Registry RegistryOptions
 	// UserObjects reads the registry ConfigMaps users name, which the manager does not cache
 	// (controllers.CacheOptions): the API server, uncached. nil: the client above.
 	UserObjects client.Reader
@@ -65,21 +65,17 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=scitunnel.io,resources=scitagpolicies/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=scitunnel.io,resources=scitagpolicies/finalizers,verbs=update
 
-// loadedRegistry is the registry a pass resolved against.
-type loadedRegistry struct {
-	registry *scitag.Registry
-	raw      []byte // the document, copied into "<policy>-registry" for the proxies
-	source   string
-	synced   *metav1.Time
-}
-
 // Reconcile is one pass over a ScitagPolicy.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	p := &scitunnelv1.ScitagPolicy{}
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.fetcher.forget(req.NamespacedName) // its URL's copy goes when no policy uses it
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !p.DeletionTimestamp.IsZero() {
+		r.fetcher.forget(req.NamespacedName)
 		return ctrl.Result{}, nil // the registry ConfigMap goes by owner reference
 	}
 	now := r.Clock.Now()
@@ -107,18 +103,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		}
 	}()
 
-	reg, synced, err := r.loadRegistry(ctx, p, now, set)
+	reg, outcome, err := r.loadRegistry(ctx, p, now, set)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if src := p.Spec.Registry; src != nil && src.URL != "" {
-		requeue = DefaultRegistryRefresh
-		if src.RefreshInterval != nil {
-			requeue = src.RefreshInterval.Duration
-		}
-		if !synced {
-			requeue = min(requeue, time.Minute) // retry a failed fetch sooner
-		}
+	switch outcome {
+	case registryPending:
+		return ctrl.Result{}, nil // the fetcher sends the policy back when its URL is read
+	case registryCacheFull:
+		requeue = time.Minute // no event comes when room frees
 	}
 	if src := p.Spec.Registry; src != nil && src.ConfigMapRef != nil {
 		// Users' ConfigMaps are not watched (not cached): read it again periodically.
@@ -142,67 +135,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, nil
-}
-
-// loadRegistry reads the policy's registry source. When the source fails, it falls back to
-// the last good copy (URL) or the compiled-in snapshot, and RegistrySynced says so.
-func (r *Reconciler) loadRegistry(ctx context.Context, p *scitunnelv1.ScitagPolicy, now time.Time,
-	set func(string, metav1.ConditionStatus, string, string)) (loadedRegistry, bool, error) {
-	embedded := loadedRegistry{registry: scitag.Default(), source: scitag.SnapshotSource}
-	src := p.Spec.Registry
-	switch {
-	case src == nil:
-		set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionTrue, "Embedded", "using the scitags registry snapshot compiled into the operator")
-		return embedded, true, nil
-
-	case src.URL != "":
-		refresh := DefaultRegistryRefresh
-		if src.RefreshInterval != nil {
-			refresh = src.RefreshInterval.Duration
-		}
-		force := p.Status.Registry == nil || p.Status.Registry.Source != src.URL || p.Status.ObservedGeneration != p.Generation
-		got, err := r.fetcher.get(ctx, src.URL, refresh, now, force)
-		if got.registry != nil {
-			synced := metav1.NewTime(got.fetchedAt.UTC().Truncate(time.Second))
-			loaded := loadedRegistry{registry: got.registry, raw: got.raw, source: src.URL, synced: &synced}
-			if err != nil {
-				set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionFalse, "FetchFailed",
-					fmt.Sprintf("fetching %s failed (%v); using the copy fetched at %s", src.URL, err, synced.UTC().Format(time.RFC3339)))
-				return loaded, false, nil
-			}
-			set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionTrue, "Fetched", fmt.Sprintf("fetched %s", src.URL))
-			return loaded, true, nil
-		}
-		set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionFalse, "FetchFailed",
-			fmt.Sprintf("fetching %s failed (%v); using the compiled-in snapshot until it succeeds", src.URL, err))
-		return embedded, false, nil
-
-	default:
-		ref := src.ConfigMapRef
-		key := cmp.Or(ref.Key, "api.json")
-		var cm corev1.ConfigMap
-		if err := r.userObjects().Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: ref.Name}, &cm); err != nil {
-			if !apierrors.IsNotFound(err) {
-				return loadedRegistry{}, false, err
-			}
-			set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionFalse, "ConfigMapNotFound",
-				fmt.Sprintf("ConfigMap %q not found: create it with key %q holding the registry (api.json format); using the compiled-in snapshot meanwhile", ref.Name, key))
-			return embedded, false, nil
-		}
-		data := cm.Data[key]
-		if data == "" {
-			data = string(cm.BinaryData[key])
-		}
-		reg, err := scitag.Parse([]byte(data))
-		if err != nil {
-			set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionFalse, "InvalidRegistry",
-				fmt.Sprintf("ConfigMap %q key %q: %v; using the compiled-in snapshot meanwhile", ref.Name, key, err))
-			return embedded, false, nil
-		}
-		synced := metav1.NewTime(now.UTC().Truncate(time.Second))
-		set(scitunnelv1.ConditionRegistrySynced, metav1.ConditionTrue, "Loaded", fmt.Sprintf("read ConfigMap %q key %q", ref.Name, key))
-		return loadedRegistry{registry: reg, raw: []byte(data), source: "configmap:" + ref.Name + "/" + key, synced: &synced}, true, nil
-	}
 }
 
 func (r *Reconciler) userObjects() client.Reader {
@@ -357,10 +289,15 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorder("scitagpolicy-controller")
 	}
-	r.fetcher = newRegistryFetcher(r.HTTPClient)
+	r.fetcher = r.Registry.newFetcher(ctrl.Log.WithName("registry-fetcher"))
+	if err := mgr.Add(r.fetcher); err != nil {
+		return err
+	}
 	r.applier = &ssa.Applier{Client: r.Client, Owner: child.FieldOwner}
 	specOrMeta := watch.SpecOrMeta()
 	return ctrl.NewControllerManagedBy(mgr).
+		// A finished fetch sends the policies of its URL.
+		WatchesRawSource(source.Channel(r.fetcher.events, &handler.EnqueueRequestForObject{})).
 		For(&scitunnelv1.ScitagPolicy{}, builder.WithPredicates(specOrMeta)).
 		Owns(&corev1.ConfigMap{}).
 		Watches(&scitunnelv1.StreamTunnel{}, handler.EnqueueRequestsFromMapFunc(r.tunnelToPolicies), builder.WithPredicates(watch.PeerChanged)).
