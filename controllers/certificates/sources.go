@@ -125,15 +125,17 @@ func (r *Reconciler) certManager(ctx context.Context, s *scope) error {
 		spec["usages"] = []any{"client auth", "digital signature"}
 	}
 	u.Object["spec"] = spec
-	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), child.FieldOwner, client.ForceOwnership); err != nil {
-		if meta.IsNoMatchError(err) {
-			msg := "spec.certificates.source is CertManager but the cert-manager Certificate API (cert-manager.io/v1) is not installed: install cert-manager, or use source Operator"
-			s.set(metav1.ConditionFalse, "CertManagerNotInstalled", msg)
-			s.requeueAfter(time.Minute)
-			return nil
-		}
+	applied, err := r.applyCertificate(ctx, u)
+	if meta.IsNoMatchError(err) {
+		msg := "spec.certificates.source is CertManager but the cert-manager Certificate API (cert-manager.io/v1) is not installed: install cert-manager, or use source Operator"
+		s.set(metav1.ConditionFalse, "CertManagerNotInstalled", msg)
+		s.requeueAfter(time.Minute)
+		return nil
+	}
+	if err != nil {
 		return err
 	}
+	u = applied
 	sec := &corev1.Secret{}
 	found, err := ssa.Get(ctx, r.Client, client.ObjectKey{Namespace: t.Namespace, Name: child.TLSSecretName(t)}, sec)
 	if err != nil {
@@ -149,6 +151,27 @@ func (r *Reconciler) certManager(ctx context.Context, s *scope) error {
 		return nil
 	}
 	return r.useSecret(ctx, s, child.TLSSecretName(t), "cert-manager", "cert-manager writes it; check the Certificate "+t.Name)
+}
+
+// applyCertificate applies a cert-manager Certificate through the Applier (which leaves a
+// Certificate of that name that is not the tunnel's alone) and returns it as the API server
+// holds it.
+func (r *Reconciler) applyCertificate(ctx context.Context, u *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	cur := &unstructured.Unstructured{}
+	cur.SetGroupVersionKind(u.GroupVersionKind())
+	found, err := ssa.Get(ctx, r.Client, client.ObjectKeyFromObject(u), cur)
+	if err != nil {
+		return nil, err
+	}
+	var current client.Object
+	if found {
+		current = cur
+	}
+	applied := &unstructured.Unstructured{}
+	if _, err := r.applier.Apply(ctx, current, client.ApplyConfigurationFromUnstructured(u), applied); err != nil {
+		return nil, err
+	}
+	return applied, nil
 }
 
 // certificateNotReady reads a cert-manager Certificate's Ready condition when it is not True.
