@@ -160,6 +160,18 @@ func certificateNameConflict(ns string) {
 	eventually(t, func(g Gomega) {
 		expectCondition(g, t.Status.Conditions, "CertificateReady", metav1.ConditionFalse, "Issuing")
 	})
+
+	By("a user's Secret of the name cert-manager would write: no Certificate asks it to")
+	sec := userSecret(ns, "vault-tls")
+	Expect(k8sClient.Create(ctx, sec)).To(Succeed())
+	vault := inbound(ns, "vault", func(t *scitunnelv1.StreamTunnel) {
+		t.Spec.Certificates = &scitunnelv1.CertificatesSpec{Source: scitunnelv1.CertificatesCertManager,
+			IssuerRef: &scitunnelv1.IssuerReference{Name: "site-ca", Kind: "ClusterIssuer"}}
+	})
+	Expect(k8sClient.Create(ctx, vault)).To(Succeed())
+	eventually(vault, func(g Gomega) { nameConflict(g, vault, "Secret vault-tls") })
+	expectUntouched(Default, sec, sec.GetResourceVersion())
+	Expect(apierrors.IsNotFound(k8sClient.Get(ctx, key(vault), got))).To(BeTrue(), "a Certificate would have cert-manager overwrite the Secret")
 }
 
 var _ = Describe("A child the API server refuses", func() {
