@@ -9,9 +9,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
@@ -71,6 +74,24 @@ func expectUntouched(g Gomega, obj client.Object, resourceVersion string) {
 	g.ExpectWithOffset(1, got.GetOwnerReferences()).To(BeEmpty(), "%s got an owner", obj.GetName())
 }
 
+// collectGarbage does what the garbage collector (which envtest does not run) does once a
+// tunnel is gone: it deletes the objects that name it as their owner.
+func collectGarbage(ns string, owner types.UID) {
+	lists := []client.ObjectList{&corev1.ServiceList{}, &appsv1.DeploymentList{}, &corev1.ConfigMapList{}, &corev1.SecretList{}}
+	for _, l := range lists {
+		ExpectWithOffset(1, k8sClient.List(ctx, l, client.InNamespace(ns))).To(Succeed())
+		ExpectWithOffset(1, meta.EachListItem(l, func(o runtime.Object) error {
+			obj := o.(client.Object)
+			for _, ref := range obj.GetOwnerReferences() {
+				if ref.UID == owner {
+					return client.IgnoreNotFound(k8sClient.Delete(ctx, obj))
+				}
+			}
+			return nil
+		})).To(Succeed())
+	}
+}
+
 func nameConflict(g Gomega, t *scitunnelv1.StreamTunnel, names string) {
 	c := expectCondition(g, t.Status.Conditions, "Degraded", metav1.ConditionTrue, "NameConflict")
 	g.ExpectWithOffset(1, c.Message).To(ContainSubstring(names))
@@ -96,6 +117,7 @@ var _ = Describe("A child's name taken by a user's object", func() {
 			Eventually(func() bool {
 				return apierrors.IsNotFound(k8sClient.Get(ctx, key(t), &scitunnelv1.StreamTunnel{}))
 			}, timeout, interval).Should(BeTrue())
+			collectGarbage(ns, t.UID)
 			expectUntouched(Default, user, rv)
 
 			By("once the user removes the object, a tunnel of that name gets its child and becomes Ready")

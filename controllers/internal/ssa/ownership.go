@@ -24,11 +24,14 @@ type NameConflictError struct {
 }
 
 func (e *NameConflictError) Error() string {
-	by := "it has no controller"
+	return fmt.Sprintf("%s %s already exists and its controller is not the applying owner (%s)", e.Kind, e.Name, e.controlledBy())
+}
+
+func (e *NameConflictError) controlledBy() string {
 	if c := e.Controller; c != nil {
-		by = fmt.Sprintf("it is controlled by %s %s", c.Kind, c.Name)
+		return fmt.Sprintf("it is controlled by %s %s, uid %s", c.Kind, c.Name, c.UID)
 	}
-	return fmt.Sprintf("%s %s already exists and its controller is not the applying owner (%s)", e.Kind, e.Name, by)
+	return "it has no controller"
 }
 
 // ApplyError is the API server's refusal of a child (an invalid field, an admission denial).
@@ -44,14 +47,14 @@ func (e *ApplyError) Unwrap() error { return e.Err }
 const maxRefusal = 400
 
 // Problem turns an Applier error into what the user must act on, as a condition's reason and
-// message: a name conflict, or an object the API server refuses. ok is false for errors that
+// message for a StreamTunnel's child: a name conflict, or an object the API server refuses. ok is false for errors that
 // are worth retrying as they are (a timeout, a conflict on a precondition).
 func Problem(err error) (reason, message string, ok bool) {
 	var conflict *NameConflictError
 	if errors.As(err, &conflict) {
 		return conditions.ReasonNameConflict, fmt.Sprintf("%s %s already exists and does not belong to this tunnel "+
-			"(the operator leaves it untouched): rename the tunnel, or rename or delete the %s",
-			conflict.Kind, conflict.Name, conflict.Kind), true
+			"(%s; the operator leaves it untouched): rename the tunnel, or rename or delete the %s",
+			conflict.Kind, conflict.Name, conflict.controlledBy(), conflict.Kind), true
 	}
 	var refused *ApplyError
 	if errors.As(err, &refused) && isRefusal(refused.Err) {
