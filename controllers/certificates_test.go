@@ -275,6 +275,10 @@ var _ = Describe("Certificates", Ordered, func() {
 			expectCondition(g, t.Status.Conditions, "CertificateReady", metav1.ConditionTrue, "Valid")
 		})
 	})
+
+	It("leaves a cert-manager Certificate of the tunnel's name that is not its own untouched", func() {
+		certificateNameConflict(ns) // after the test above: cert-manager's API is installed
+	})
 })
 
 // certManagerCRD stands in for cert-manager's Certificate CRD: the group, version and kind the

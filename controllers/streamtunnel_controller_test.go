@@ -312,9 +312,10 @@ var _ = Describe("Same-cluster pairing", func() {
 		})
 		Expect(k8sClient.Create(ctx, out)).To(Succeed())
 		eventually(out, func(g Gomega) {
-			c := expectCondition(g, out.Status.Conditions, "Degraded", metav1.ConditionTrue, "RemoteNotFound")
-			g.Expect(c.Message).To(ContainSubstring("create it, or fix spec.outbound.tunnelRef"))
-			expectCondition(g, out.Status.Conditions, "Ready", metav1.ConditionFalse, "RemoteNotFound")
+			// Another namespace: "missing" and "not allowed" are one answer (no existence oracle).
+			c := expectCondition(g, out.Status.Conditions, "Degraded", metav1.ConditionTrue, "RemoteNotFoundOrNotAllowed")
+			g.Expect(c.Message).To(ContainSubstring("fix spec.outbound.tunnelRef"))
+			expectCondition(g, out.Status.Conditions, "Ready", metav1.ConditionFalse, "RemoteNotFoundOrNotAllowed")
 		})
 
 		in := inbound(producerNS, "detector", func(t *scitunnelv1.StreamTunnel) {
@@ -360,7 +361,7 @@ var _ = Describe("Same-cluster pairing", func() {
 		stranger := outbound(strangerNS, "sneaky", producerNS, "detector")
 		Expect(k8sClient.Create(ctx, stranger)).To(Succeed())
 		eventually(stranger, func(g Gomega) {
-			c := expectCondition(g, stranger.Status.Conditions, "Degraded", metav1.ConditionTrue, "PeerNamespaceNotAllowed")
+			c := expectCondition(g, stranger.Status.Conditions, "Degraded", metav1.ConditionTrue, "RemoteNotFoundOrNotAllowed")
 			g.Expect(c.Message).To(ContainSubstring("allowedPeerNamespaces"))
 		})
 		Consistently(func() bool {
@@ -392,8 +393,8 @@ var _ = Describe("Same-cluster pairing", func() {
 			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "consumer-tls still exists")
 		}, timeout, interval).Should(Succeed())
 		eventually(out, func(g Gomega) {
-			expectCondition(g, out.Status.Conditions, "Degraded", metav1.ConditionTrue, "RemoteNotFound")
-			expectCondition(g, out.Status.Conditions, "Ready", metav1.ConditionFalse, "RemoteNotFound")
+			expectCondition(g, out.Status.Conditions, "Degraded", metav1.ConditionTrue, "RemoteNotFoundOrNotAllowed")
+			expectCondition(g, out.Status.Conditions, "Ready", metav1.ConditionFalse, "RemoteNotFoundOrNotAllowed")
 		})
 	})
 

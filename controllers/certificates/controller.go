@@ -177,9 +177,29 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	}
 	if err := r.reconcileCertificates(ctx, s); err != nil {
 		logf.FromContext(ctx).V(1).Info("certificates failed", "error", err.Error())
-		return ctrl.Result{}, err
+		return ctrl.Result{}, s.reportProblem(err)
 	}
 	return ctrl.Result{}, nil
+}
+
+// conflictRecheck is how often a tunnel whose certificate Secret's (or Certificate's) name is
+// taken looks again: the user's object's removal need not reach this controller's watches.
+const conflictRecheck = 10 * time.Second
+
+// reportProblem puts an apply error the user must act on into CertificateReady (the tunnel
+// controller reports it as Degraded). A name conflict is rechecked at a steady pace instead
+// of retried with backoff; every other error is returned for a retry.
+func (s *scope) reportProblem(err error) error {
+	reason, message, ok := ssa.Problem(err)
+	if !ok {
+		return err
+	}
+	s.set(metav1.ConditionFalse, reason, message)
+	if reason == conditions.ReasonNameConflict {
+		s.requeueAfter(conflictRecheck)
+		return nil
+	}
+	return err
 }
 
 // observe reads what the certificates depend on: the end's routes and peer, its Service.
@@ -298,7 +318,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Options.MaxConcurrentReconciles == 0 {
 		r.Options.MaxConcurrentReconciles = 4
 	}
-	r.applier = &ssa.Applier{Client: r.Client, Owner: child.FieldOwner}
+	r.applier = &ssa.Applier{Client: r.Client, Live: mgr.GetAPIReader(), Owner: child.FieldOwner}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&scitunnelv1.StreamTunnel{}, builder.WithPredicates(watch.SpecOrMeta())).
 		Owns(&corev1.Secret{}).

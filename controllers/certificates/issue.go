@@ -309,7 +309,7 @@ func (r *Reconciler) operatorOutbound(ctx context.Context, s *scope) error {
 	if err != nil {
 		return err
 	}
-	if !found {
+	if !found || !metav1.IsControlledBy(caSec, in) { // a Secret of that name that is not the Inbound's is no CA
 		s.set(metav1.ConditionFalse, "WaitingForCA",
 			fmt.Sprintf("waiting for the Inbound end %s/%s to create its CA", in.Namespace, in.Name))
 		s.requeueAfter(5 * time.Second)

@@ -134,20 +134,25 @@ func (r *Reconciler) certManager(ctx context.Context, s *scope) error {
 		spec["usages"] = []any{"client auth", "digital signature"}
 	}
 	u.Object["spec"] = spec
-	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), child.FieldOwner, client.ForceOwnership); err != nil {
-		if meta.IsNoMatchError(err) {
-			msg := "spec.certificates.source is CertManager but the cert-manager Certificate API (cert-manager.io/v1) is not installed: install cert-manager, or use source Operator"
-			s.set(metav1.ConditionFalse, "CertManagerNotInstalled", msg)
-			s.requeueAfter(time.Minute)
-			return nil
-		}
-		return err
-	}
 	sec := &corev1.Secret{}
 	found, err := ssa.Get(ctx, r.Client, client.ObjectKey{Namespace: t.Namespace, Name: child.TLSSecretName(t)}, sec)
 	if err != nil {
 		return err
 	}
+	if found && !certManagerSecretOf(sec, t) {
+		return &ssa.NameConflictError{Kind: "Secret", Name: sec.Name, Controller: metav1.GetControllerOf(sec)}
+	}
+	applied, err := r.applyCertificate(ctx, u)
+	if meta.IsNoMatchError(err) {
+		msg := "spec.certificates.source is CertManager but the cert-manager Certificate API (cert-manager.io/v1) is not installed: install cert-manager, or use source Operator"
+		s.set(metav1.ConditionFalse, "CertManagerNotInstalled", msg)
+		s.requeueAfter(time.Minute)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	u = applied
 	if !found {
 		msg := fmt.Sprintf("waiting for cert-manager to issue Secret %q from %s %q", child.TLSSecretName(t), issuer["kind"], cs.IssuerRef.Name)
 		if reason, m := certificateNotReady(u); reason != "" {
@@ -158,6 +163,34 @@ func (r *Reconciler) certManager(ctx context.Context, s *scope) error {
 		return nil
 	}
 	return r.useSecret(ctx, s, child.TLSSecretName(t), "cert-manager", "cert-manager writes it; check the Certificate "+t.Name)
+}
+
+// certManagerSecretOf: the Secret was written for t's Certificate (cert-manager annotates it
+// with the Certificate's name; the Certificate's secretTemplate labels it with the tunnel's).
+// Any other Secret of that name is a user's, which cert-manager would overwrite.
+func certManagerSecretOf(sec *corev1.Secret, t *scitunnelv1.StreamTunnel) bool {
+	return sec.Annotations["cert-manager.io/certificate-name"] == t.Name || sec.Labels[child.LabelTunnel] == t.Name
+}
+
+// applyCertificate applies a cert-manager Certificate through the Applier (which leaves a
+// Certificate of that name that is not the tunnel's alone) and returns it as the API server
+// holds it.
+func (r *Reconciler) applyCertificate(ctx context.Context, u *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	cur := &unstructured.Unstructured{}
+	cur.SetGroupVersionKind(u.GroupVersionKind())
+	found, err := ssa.Get(ctx, r.Client, client.ObjectKeyFromObject(u), cur)
+	if err != nil {
+		return nil, err
+	}
+	var current client.Object
+	if found {
+		current = cur
+	}
+	applied := &unstructured.Unstructured{}
+	if _, err := r.applier.Apply(ctx, current, client.ApplyConfigurationFromUnstructured(u), applied); err != nil {
+		return nil, err
+	}
+	return applied, nil
 }
 
 // certificateNotReady reads a cert-manager Certificate's Ready condition when it is not True.

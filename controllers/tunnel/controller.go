@@ -158,10 +158,34 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	for _, p := range phases {
 		if err := p.run(ctx, s); err != nil {
 			log.V(1).Info("phase failed", "phase", p.name, "error", err.Error())
+			if s.reportProblem(err) {
+				continue
+			}
 			errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
 		}
 	}
 	return ctrl.Result{}, errors.Join(errs...)
+}
+
+// conflictRecheck is how often a tunnel whose child's name is taken looks again: the user's
+// object may live outside the cache (which holds only the operator's), so its removal
+// triggers no event.
+const conflictRecheck = 10 * time.Second
+
+// reportProblem puts an apply error the user must act on into Degraded. A name conflict is
+// not retried with backoff but rechecked at a steady pace; it reports true when the error is
+// dealt with. An object the API server refused is reported and still retried.
+func (s *scope) reportProblem(err error) bool {
+	reason, message, ok := ssa.Problem(err)
+	if !ok {
+		return false
+	}
+	s.degrade(reason, message)
+	if reason == conditions.ReasonNameConflict {
+		s.requeueAfter(conflictRecheck)
+		return true
+	}
+	return false
 }
 
 // reconcileEnds works out this end's routes; an Outbound referencing an Inbound of this
@@ -197,7 +221,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Options.MaxConcurrentReconciles == 0 {
 		r.Options.MaxConcurrentReconciles = 4
 	}
-	r.applier = &ssa.Applier{Client: r.Client, Owner: child.FieldOwner}
+	r.applier = &ssa.Applier{Client: r.Client, Live: mgr.GetAPIReader(), Owner: child.FieldOwner}
 	// Its own status writes must not trigger a new pass; the other controllers' conditions it
 	// reads (CertificateReady, FlowLabelApplied's owner) must.
 	self := predicate.Or(watch.SpecOrMeta(), predicate.Funcs{UpdateFunc: othersChanged})

@@ -72,8 +72,8 @@ func (r *Reconciler) reconcileDeployment(ctx context.Context, s *scope) error {
 func (r *Reconciler) observeDeployment(ctx context.Context, s *scope) error {
 	dep := &appsv1.Deployment{}
 	found, err := ssa.Get(ctx, r.Client, client.ObjectKeyFromObject(s.tunnel), dep)
-	if err != nil || !found {
-		return err
+	if err != nil || !found || !metav1.IsControlledBy(dep, s.tunnel) {
+		return err // a Deployment of this name that is not the tunnel's says nothing about it
 	}
 	s.deployment = dep
 	r.setAvailability(s)

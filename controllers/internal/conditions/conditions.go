@@ -14,6 +14,19 @@ import (
 	"k8s.io/client-go/tools/events"
 )
 
+// Reasons shared by the controllers that apply a tunnel's children.
+const (
+	// ReasonNameConflict: an object of a child's name exists and is not the tunnel's; the
+	// operator leaves it untouched.
+	ReasonNameConflict = "NameConflict"
+	// ReasonApplyFailed: the API server refused a child; the message carries its answer.
+	ReasonApplyFailed = "ApplyFailed"
+	// ReasonRemoteNotFoundOrNotAllowed: an Outbound's tunnelRef names a tunnel in another
+	// namespace that does not exist or does not accept this namespace; the two are one answer,
+	// so that a reference does not tell what exists in a namespace that does not allow yours.
+	ReasonRemoteNotFoundOrNotAllowed = "RemoteNotFoundOrNotAllowed"
+)
+
 // MaxMessage bounds condition and status messages (the API allows more; people read less).
 const MaxMessage = 1000
 

@@ -18,6 +18,7 @@ import (
 
 	scitunnelv1 "github.com/scitunnel/scitunnel/api/v1alpha1"
 	"github.com/scitunnel/scitunnel/controllers/internal/child"
+	"github.com/scitunnel/scitunnel/controllers/internal/conditions"
 	"github.com/scitunnel/scitunnel/controllers/internal/indexes"
 	"github.com/scitunnel/scitunnel/dataplane/config"
 )
@@ -118,19 +119,26 @@ func (r Resolver) wireToInbound(ctx context.Context, t *scitunnelv1.StreamTunnel
 	}
 
 	in := &scitunnelv1.StreamTunnel{}
+	found := true
 	if err := r.Reader.Get(ctx, key, in); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return err
 		}
-		return block("RemoteNotFound", fmt.Sprintf("Inbound StreamTunnel %s not found: create it, or fix spec.outbound.tunnelRef", key))
+		found = false
+	}
+	// Permission first, and one answer whether the tunnel exists or not: otherwise a reference
+	// into a namespace that does not allow yours tells you what exists there and in what state.
+	if key.Namespace != t.Namespace && (!found || !PeerAllowed(in, t.Namespace)) {
+		return block(conditions.ReasonRemoteNotFoundOrNotAllowed, fmt.Sprintf("Inbound StreamTunnel %s does not exist or does not accept peers from namespace %q: "+
+			"fix spec.outbound.tunnelRef, or have that tunnel list %q in spec.inbound.allowedPeerNamespaces", key, t.Namespace, t.Namespace))
 	}
 	switch {
+	case !found:
+		return block("RemoteNotFound", fmt.Sprintf("Inbound StreamTunnel %s not found: create it, or fix spec.outbound.tunnelRef", key))
 	case !in.DeletionTimestamp.IsZero():
 		return block("RemoteDeleting", fmt.Sprintf("Inbound StreamTunnel %s is being deleted", key))
 	case in.Spec.Role != scitunnelv1.RoleInbound || in.Spec.Inbound == nil:
 		return block("RemoteNotInbound", fmt.Sprintf("spec.outbound.tunnelRef names %s, which is an Outbound end: name the Inbound end", key))
-	case !PeerAllowed(in, t.Namespace):
-		return block("PeerNamespaceNotAllowed", fmt.Sprintf("Inbound StreamTunnel %s does not accept peers from namespace %q: add it to that tunnel's spec.inbound.allowedPeerNamespaces", key, t.Namespace))
 	case EffectiveProtocol(in) != EffectiveProtocol(t):
 		return block("ProtocolMismatch", fmt.Sprintf("protocol %s does not match the Inbound end %s (%s): set spec.protocol (and udpTransport) alike on both ends", EffectiveProtocol(t), key, EffectiveProtocol(in)))
 	}

@@ -25,9 +25,15 @@ import (
 // the same, the apply is skipped: at a thousand tunnels, re-sending identical applies on every
 // pass is most of the API server's load. Any change by someone else bumps the
 // resourceVersion, so drift is still corrected.
+//
+// It never touches an object its owner does not control: an object of the child's name
+// without the apply's controller reference makes Apply fail with a NameConflictError.
 type Applier struct {
 	Client client.Client
-	Owner  client.FieldOwner
+	// Live reads an object's metadata from the API server when current is nil: the cache may
+	// not show a user's object (kinds cached only with the operator's label). Nil trusts current.
+	Live  client.Reader
+	Owner client.FieldOwner
 
 	mu sync.Mutex
 	m  map[string]appliedEntry
@@ -60,6 +66,9 @@ func (a *Applier) forget(key string) {
 // Apply server-side-applies ac, taking ownership of the fields it sets. current is the cached
 // object (nil when absent); into receives the object as the API server holds it after the
 // apply (or current, when the apply was skipped). changed says whether the object changed.
+// It fails with a NameConflictError, touching nothing, when the object exists and is not
+// controlled by ac's controller reference, and with an ApplyError when the API server
+// refuses the object (see Problem).
 func (a *Applier) Apply(ctx context.Context, current client.Object, ac runtime.ApplyConfiguration, into client.Object) (changed bool, err error) {
 	desired, err := json.Marshal(ac)
 	if err != nil {
@@ -72,6 +81,10 @@ func (a *Applier) Apply(ctx context.Context, current client.Object, ac runtime.A
 		return false, err
 	}
 	key := fmt.Sprintf("%s/%s/%s/%s", id.APIVersion, id.Kind, id.Namespace, id.Name)
+	if err := a.checkOwnership(ctx, current, &id); err != nil {
+		a.forget(key)
+		return false, err
+	}
 	if current != nil && a.fresh(key, hash, current.GetResourceVersion()) {
 		if into != nil {
 			return false, copyObject(current, into)
@@ -80,7 +93,7 @@ func (a *Applier) Apply(ctx context.Context, current client.Object, ac runtime.A
 	}
 	if err := a.Client.Apply(ctx, ac, a.Owner, client.ForceOwnership); err != nil {
 		a.forget(key)
-		return false, err
+		return false, &ApplyError{Kind: id.Kind, Name: id.Name, Err: err}
 	}
 	got, err := json.Marshal(ac) // the apply configuration now holds the server's answer
 	if err != nil {
