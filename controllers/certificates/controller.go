@@ -11,12 +11,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -56,8 +58,9 @@ func Waiting(reason string) bool {
 
 // Mountable says whether a CertificateReady=False reason still leaves a Secret the pods can
 // mount (it exists and parses, but its certificate is expired or not yet valid).
+// A lost CA (CAUnavailable) leaves the issued certificates in place until they expire.
 func Mountable(reason string) bool {
-	return reason == "CertificateExpired" || reason == "CertificateNotYetValid"
+	return reason == "CertificateExpired" || reason == "CertificateNotYetValid" || reason == ReasonCAUnavailable
 }
 
 // Options are the certificates controller's settings.
@@ -79,6 +82,9 @@ type Reconciler struct {
 	// Clock drives issuance and renewal; tests inject a fake one.
 	Clock   clock.PassiveClock
 	Options Options
+	// APIReader reads past the cache where a stale read would do harm: before the CA is created,
+	// rotated or reported lost (SetupWithManager sets the manager's).
+	APIReader client.Reader
 
 	applier *ssa.Applier
 }
@@ -268,6 +274,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Options.MaxConcurrentReconciles == 0 {
 		r.Options.MaxConcurrentReconciles = 4
 	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
 	r.applier = &ssa.Applier{Client: r.Client, Owner: child.FieldOwner}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&scitunnelv1.StreamTunnel{}, builder.WithPredicates(watch.SpecOrMeta())).
@@ -284,6 +293,11 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 // Outbound ends wired to that Inbound (their client certificates come from it).
 func (r *Reconciler) secretToTunnels(ctx context.Context, o client.Object) []reconcile.Request {
 	reqs := watch.SecretUsers(ctx, r.Client, o)
+	if owner, ok := strings.CutSuffix(o.GetName(), child.CASecretName("")); ok && owner != "" && o.GetLabels()[child.LabelTunnel] == "" {
+		// A CA Secret restored from a backup without its labels: its tunnel may be waiting for it
+		// (CAUnavailable). A Secret of that name that is no tunnel's costs one cached Get.
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: owner}})
+	}
 	if owner := o.GetLabels()[child.LabelTunnel]; owner != "" && o.GetName() == child.CASecretName(owner) {
 		peers, err := indexes.Requests(ctx, r.Client, &scitunnelv1.StreamTunnelList{}, client.MatchingFields{indexes.InboundRef: o.GetNamespace() + "/" + owner})
 		if err != nil {
