@@ -8,6 +8,7 @@ package certificates
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -35,6 +36,11 @@ func (r *Reconciler) removeUnwiredClientCertificate(ctx context.Context, s *scop
 	if t.Spec.Role != scitunnelv1.RoleOutbound || wiredToOperatorCA(s) {
 		return nil
 	}
+	// The status stops listing the CA-issued certificate even when an earlier pass removed the
+	// Secret but failed to say so ("client" entries come from operatorOutbound alone).
+	if slices.ContainsFunc(s.certificates, func(c scitunnelv1.CertificateStatus) bool { return c.Name == "client" }) {
+		s.certificates = nil
+	}
 	sec := &corev1.Secret{}
 	found, err := ssa.Get(ctx, r.Client, client.ObjectKey{Namespace: t.Namespace, Name: child.TLSSecretName(t)}, sec)
 	if err != nil || !found || sec.Labels[child.LabelIssuerUID] == "" {
@@ -49,7 +55,6 @@ func (r *Reconciler) removeUnwiredClientCertificate(ctx context.Context, s *scop
 	}
 	r.Recorder.Eventf(t, sec, corev1.EventTypeWarning, "ClientCertificateRemoved", "Revoke",
 		"removed client certificate %s: %s", sec.Name, why)
-	s.certificates = nil
 	return nil
 }
 
