@@ -109,7 +109,7 @@ func (s Setup) Register(mgr ctrl.Manager) error {
 	}}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := (&certificates.Reconciler{Client: c, UserObjects: mgr.GetAPIReader(), Clock: s.Clock, Options: certificates.Options{
+	if err := (&certificates.Reconciler{Client: c, APIReader: mgr.GetAPIReader(), Clock: s.Clock, Options: certificates.Options{
 		TrustDomain: o.TrustDomain, ClusterDomain: o.ClusterDomain, CertificateDuration: o.CertificateDuration,
 		MaxConcurrentReconciles: o.MaxConcurrentReconciles, UserObjectsRecheck: o.UserObjectsRecheck,
 	}}).SetupWithManager(mgr); err != nil {

@@ -158,9 +158,10 @@ type InboundSpec struct {
 	ListenPortRange *PortRange `json:"listenPortRange,omitempty"`
 
 	// allowedClients is an allow-list of client identities: the client certificate must carry
-	// one of these DNS, URI (e.g. spiffe://...), email or IP SANs, matched exactly. Empty
-	// accepts any certificate signed by this tunnel's CA. Outbound ends wired automatically are
-	// added for you.
+	// one of these DNS, URI (e.g. spiffe://...), email or IP SANs, matched exactly, or be one
+	// the operator issued to an Outbound end wired to this tunnel now. Empty accepts any
+	// certificate signed by the CA, except with operator-managed certificates: then only the
+	// wired ends' (a refused peer is shut out).
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=32
@@ -339,9 +340,8 @@ type CertificatesSpec struct {
 	// +optional
 	IssuerRef *IssuerReference `json:"issuerRef,omitempty"`
 	// duration of the leaf certificates the operator or cert-manager issues; renewed at two
-	// thirds of it. Default 2160h (90 days); 1h to 8760h on either end. An Outbound end's
-	// client certificate comes from its Inbound's CA: the operator may issue it for less than
-	// asked (never beyond what the CA allows).
+	// thirds of it. Default 2160h (90 days); 1h to 8760h on either end. An Inbound's duration
+	// also caps the client certificates its CA issues to Outbound ends.
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h') && duration(self) <= duration('8760h')",message="spec.certificates.duration must be between 1h and 8760h"
 	Duration *metav1.Duration `json:"duration,omitempty"`

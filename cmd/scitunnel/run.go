@@ -29,7 +29,8 @@ the proxy pod's ConfigMap; on a bare host, 'scitunnel inbound ... --print-config
 writes one from flags.
 
 The file is read once: in a cluster the operator rolls the proxy pods when the configuration
-changes. With --watch-config (for a bare host), changes to the file (targets, scitag, ports,
+changes, except for the Inbound end's allow-list of client identities (tls.allowedSANs), which
+is re-read in place so that revoking a peer drops no other peer's connections. With --watch-config (for a bare host), changes to the file (targets, scitag, ports,
 fireflies) apply to new connections without a restart; established connections keep going.
 Certificates are always re-read when their files change (a renewed Secret), without a restart.
 
@@ -64,18 +65,20 @@ func runFromFile(ctx context.Context, args []string) int {
 		fmt.Fprintf(os.Stderr, "scitunnel run: %s: %v\n", *path, err)
 		return 2
 	}
-	watched := ""
 	if *watch {
-		watched = *path
+		return serve(ctx, cfg, *path, "")
 	}
-	return serve(ctx, cfg, watched)
+	// Without --watch-config (the pods) only the allow-list of client identities is taken from
+	// the file while running: the operator changes it in place to revoke or admit a peer.
+	return serve(ctx, cfg, "", *path)
 }
 
 // serve runs a validated configuration: it binds every route's listener and the admin endpoint
 // (or, if any of them cannot be bound, closes what it opened and fails), then serves until ctx
 // ends and the drain is over. With watchConfig, the path of the file cfg came from, it also
-// applies the file's changes.
-func serve(ctx context.Context, cfg *config.Config, watchConfig string) int {
+// applies the file's changes; with allowListFile (instead) only its allow-list of client
+// identities.
+func serve(ctx context.Context, cfg *config.Config, watchConfig, allowListFile string) int {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	p, err := proxy.New(cfg, log)
 	if err != nil {
@@ -90,8 +93,11 @@ func serve(ctx context.Context, cfg *config.Config, watchConfig string) int {
 	}
 	go srv.Serve()
 	log.Info("admin endpoint up", "address", srv.Addr().String())
-	if watchConfig != "" {
+	switch {
+	case watchConfig != "":
 		go p.WatchConfig(ctx, watchConfig, configReloadInterval)
+	case allowListFile != "":
+		go p.WatchAllowedClients(ctx, allowListFile, configReloadInterval)
 	}
 	err = p.Run(ctx)
 	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)

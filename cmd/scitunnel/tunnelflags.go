@@ -28,7 +28,7 @@ func runEnd(ctx context.Context, role config.Role, args []string) int {
 		fmt.Println(string(out))
 		return 0
 	}
-	return serve(ctx, cfg, "")
+	return serve(ctx, cfg, "", "")
 }
 
 // parseEndFlags returns the configuration, whether to only print it, and the exit code to use

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -57,8 +59,9 @@ func Waiting(reason string) bool {
 
 // Mountable says whether a CertificateReady=False reason still leaves a Secret the pods can
 // mount (it exists and parses, but its certificate is expired or not yet valid).
+// A lost CA (CAUnavailable) leaves the issued certificates in place until they expire.
 func Mountable(reason string) bool {
-	return reason == "CertificateExpired" || reason == "CertificateNotYetValid"
+	return reason == "CertificateExpired" || reason == "CertificateNotYetValid" || reason == ReasonCAUnavailable
 }
 
 // Options are the certificates controller's settings.
@@ -81,13 +84,14 @@ type Options struct {
 type Reconciler struct {
 	client.Client
 	Recorder events.EventRecorder
-	// UserObjects reads the Secrets users name (their own certificates, copied bundles), which
-	// the manager does not cache (controllers.CacheOptions): the API server, uncached. nil: the
-	// client above.
-	UserObjects client.Reader
 	// Clock drives issuance and renewal; tests inject a fake one.
 	Clock   clock.PassiveClock
 	Options Options
+	// APIReader reads the API server past the cache: the Secrets users name (their own
+	// certificates, copied bundles), which the manager does not cache
+	// (controllers.CacheOptions), and the CA before it is created, rotated or reported lost,
+	// where a stale read would do harm. nil: SetupWithManager sets the manager's.
+	APIReader client.Reader
 
 	applier *ssa.Applier
 }
@@ -318,7 +322,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Options.MaxConcurrentReconciles == 0 {
 		r.Options.MaxConcurrentReconciles = 4
 	}
-	r.applier = &ssa.Applier{Client: r.Client, Live: mgr.GetAPIReader(), Owner: child.FieldOwner}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	r.applier = &ssa.Applier{Client: r.Client, Live: r.APIReader, Owner: child.FieldOwner}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&scitunnelv1.StreamTunnel{}, builder.WithPredicates(watch.SpecOrMeta())).
 		Owns(&corev1.Secret{}).
@@ -334,6 +341,11 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 // Outbound ends wired to that Inbound (their client certificates come from it).
 func (r *Reconciler) secretToTunnels(ctx context.Context, o client.Object) []reconcile.Request {
 	reqs := watch.SecretUsers(ctx, r.Client, o)
+	if owner, ok := strings.CutSuffix(o.GetName(), child.CASecretName("")); ok && owner != "" && o.GetLabels()[child.LabelTunnel] == "" {
+		// A CA Secret restored from a backup without its labels: its tunnel may be waiting for it
+		// (CAUnavailable). A Secret of that name that is no tunnel's costs one cached Get.
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: owner}})
+	}
 	if owner := o.GetLabels()[child.LabelTunnel]; owner != "" && o.GetName() == child.CASecretName(owner) {
 		peers, err := indexes.Requests(ctx, r.Client, &scitunnelv1.StreamTunnelList{}, client.MatchingFields{indexes.InboundRef: o.GetNamespace() + "/" + owner})
 		if err != nil {

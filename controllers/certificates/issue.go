@@ -61,6 +61,9 @@ func (r *Reconciler) leafLifetime(t *scitunnelv1.StreamTunnel) time.Duration {
 // source the spec names, and renews what the operator issued at two thirds of its lifetime.
 func (r *Reconciler) reconcileCertificates(ctx context.Context, s *scope) error {
 	t := s.tunnel
+	if err := r.removeUnwiredClientCertificate(ctx, s); err != nil {
+		return err
+	}
 	if !ends.UsesTLS(t) {
 		s.set(metav1.ConditionTrue, "NotRequired",
 			fmt.Sprintf("protocol %s uses no TLS", ends.EffectiveProtocol(t)))
@@ -99,13 +102,13 @@ func (r *Reconciler) reconcileCertificates(ctx context.Context, s *scope) error 
 // operatorInbound runs the Inbound's CA and issues its server certificate and bundle.
 func (r *Reconciler) operatorInbound(ctx context.Context, s *scope) error {
 	t := s.tunnel
-	ca, caSecret, err := r.ensureCA(ctx, s)
-	if err != nil {
+	ca, err := r.ensureCA(ctx, s)
+	if err != nil || ca == nil {
 		return err
 	}
-	statuses := []scitunnelv1.CertificateStatus{certStatus("ca", caSecret, ca.Cert)}
+	statuses := []scitunnelv1.CertificateStatus{certStatus("ca", child.CASecretName(t.Name), ca.signer.Cert)}
 
-	server, err := r.ensureLeaf(ctx, s, child.TLSSecretName(t), ca, r.serverRequest(s), child.Labels(t), nil)
+	server, err := r.ensureLeaf(ctx, s, child.TLSSecretName(t), issuer{ca.serverSigner(), ca.trust()}, r.serverRequest(s), child.Labels(t), nil)
 	if err != nil {
 		return err
 	}
@@ -127,7 +130,7 @@ func (r *Reconciler) operatorInbound(ctx context.Context, s *scope) error {
 			}, "", "  ")
 			return map[string][]byte{BundleInfoKey: b}
 		}
-		bundle, err := r.ensureLeaf(ctx, s, child.BundleSecretName(t), ca, req, child.Labels(t), info)
+		bundle, err := r.ensureLeaf(ctx, s, child.BundleSecretName(t), issuer{ca.signer, ca.trust()}, req, child.Labels(t), info)
 		if err != nil {
 			return err
 		}
@@ -191,54 +194,17 @@ func (r *Reconciler) serverRequest(s *scope) pki.LeafRequest {
 	}
 }
 
-// ensureCA returns the Inbound's CA, creating (or rotating, past two thirds of its ten years)
-// the "<name>-ca" Secret.
-func (r *Reconciler) ensureCA(ctx context.Context, s *scope) (*pki.KeyPair, string, error) {
-	t := s.tunnel
-	name := child.CASecretName(t.Name)
-	cur := &corev1.Secret{}
-	found, err := ssa.Get(ctx, r.Client, client.ObjectKey{Namespace: t.Namespace, Name: name}, cur)
-	if err != nil {
-		return nil, "", err
-	}
-	var ca *pki.KeyPair
-	if found {
-		if kp, err := pki.ParseKeyPair(cur.Data["ca.crt"], cur.Data["ca.key"]); err == nil && s.now.Before(pki.RenewAt(kp.Cert)) && kp.Cert.IsCA {
-			ca = kp
-		}
-	}
-	var current client.Object
-	if found {
-		current = cur
-	}
-	if ca == nil {
-		if ca, err = pki.NewCA(fmt.Sprintf("SciTunnel CA %s/%s", t.Namespace, t.Name), s.now); err != nil {
-			return nil, "", err
-		}
-		current = nil // force the write
-		verb := "CACreated"
-		if found {
-			verb = "CARotated"
-		}
-		r.Recorder.Eventf(t, nil, corev1.EventTypeNormal, verb, "IssueCertificate",
-			"CA for this tunnel and its Outbound ends valid until %s", ca.Cert.NotAfter.UTC().Format(time.RFC3339))
-	}
-	ac := corev1ac.Secret(name, t.Namespace).
-		WithType(corev1.SecretTypeOpaque).
-		WithLabels(child.Labels(t)).
-		WithOwnerReferences(child.OwnerRef(t)).
-		WithData(map[string][]byte{"ca.crt": ca.CertPEM, "ca.key": ca.KeyPEM})
-	if _, err := r.applier.Apply(ctx, current, ac, nil); err != nil {
-		return nil, "", err
-	}
-	s.requeueAfter(pki.RenewAt(ca.Cert).Sub(s.now))
-	return ca, name, nil
+// issuer signs a leaf with ca; trust is the ca.crt that goes with it (ca, and during a CA
+// rotation's overlap the other CA too).
+type issuer struct {
+	ca    *pki.KeyPair
+	trust []byte
 }
 
-// ensureLeaf keeps a leaf certificate Secret (tls.crt, tls.key, ca.crt) signed by ca with the
-// wanted SANs, renewing it at two thirds of its lifetime. extra adds keys derived from the
-// certificate (the bundle's description).
-func (r *Reconciler) ensureLeaf(ctx context.Context, s *scope, name string, ca *pki.KeyPair, req pki.LeafRequest,
+// ensureLeaf keeps a leaf certificate Secret (tls.crt, tls.key, ca.crt) signed by the issuer
+// with the wanted SANs, renewing it at two thirds of its lifetime. extra adds keys derived from
+// the certificate (the bundle's description).
+func (r *Reconciler) ensureLeaf(ctx context.Context, s *scope, name string, by issuer, req pki.LeafRequest,
 	labels map[string]string, extra func(*x509.Certificate) map[string][]byte) (*x509.Certificate, error) {
 	t := s.tunnel
 	cur := &corev1.Secret{}
@@ -253,7 +219,7 @@ func (r *Reconciler) ensureLeaf(ctx context.Context, s *scope, name string, ca *
 		switch {
 		case err != nil:
 			why = "re-issued (unreadable)"
-		case !pki.SignedBy(kp.Cert, ca.Cert) || !pki.SamePEM(cur.Data["ca.crt"], ca.CertPEM):
+		case !pki.SignedBy(kp.Cert, by.ca.Cert) || !pki.SamePEM(cur.Data["ca.crt"], by.trust):
 			why = "re-issued (new CA)"
 		case !pki.HasSANs(kp.Cert, req):
 			why = "re-issued (names changed)"
@@ -270,7 +236,7 @@ func (r *Reconciler) ensureLeaf(ctx context.Context, s *scope, name string, ca *
 		current = cur
 	}
 	if leaf == nil {
-		if leaf, err = ca.Issue(req, s.now); err != nil {
+		if leaf, err = by.ca.Issue(req, s.now); err != nil {
 			return nil, err
 		}
 		reason := "CertificateIssued"
@@ -280,7 +246,7 @@ func (r *Reconciler) ensureLeaf(ctx context.Context, s *scope, name string, ca *
 		r.Recorder.Eventf(t, nil, corev1.EventTypeNormal, reason, "IssueCertificate",
 			"certificate %s %s, valid until %s", name, why, leaf.Cert.NotAfter.UTC().Format(time.RFC3339))
 	}
-	data := map[string][]byte{"tls.crt": leaf.CertPEM, "tls.key": leaf.KeyPEM, "ca.crt": ca.CertPEM}
+	data := map[string][]byte{"tls.crt": leaf.CertPEM, "tls.key": leaf.KeyPEM, "ca.crt": by.trust}
 	if extra != nil {
 		maps.Copy(data, extra(leaf.Cert))
 	}
@@ -327,9 +293,10 @@ func (r *Reconciler) operatorOutbound(ctx context.Context, s *scope) error {
 	req := pki.LeafRequest{
 		CommonName: fmt.Sprintf("%s.%s", t.Name, t.Namespace),
 		URIs:       []string{child.Identity(r.trustDomain(t), t.Namespace, t.Name)},
-		Lifetime:   r.leafLifetime(t),
+		Lifetime:   r.peerLifetime(t, in),
 	}
-	leaf, err := r.ensureLeaf(ctx, s, child.TLSSecretName(t), ca, req, labels, nil)
+	// ca.CertPEM is the whole of the Inbound's ca.crt: during a rotation, both CAs.
+	leaf, err := r.ensureLeaf(ctx, s, child.TLSSecretName(t), issuer{ca, ca.CertPEM}, req, labels, nil)
 	if err != nil {
 		return err
 	}

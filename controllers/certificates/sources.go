@@ -30,10 +30,8 @@ func (r *Reconciler) useSecret(ctx context.Context, s *scope, name, kind, howTo 
 	// cert-manager's Secret carries the operator's labels (secretTemplate), so it is cached and
 	// watched; a user's own Secret is read from the API server and read again periodically.
 	var reader client.Reader = r.Client
-	if kind != "cert-manager" && r.UserObjects != nil {
-		reader = r.UserObjects
-	}
 	if kind != "cert-manager" {
+		reader = r.APIReader
 		s.requeueAfter(cmp.Or(r.Options.UserObjectsRecheck, time.Minute))
 	}
 	found, err := ssa.Get(ctx, reader, client.ObjectKey{Namespace: t.Namespace, Name: name}, sec)

@@ -43,8 +43,10 @@ func (r *Reconciler) buildConfig(s *scope) (*config.Config, error) {
 			KeyFile:  contract.KeyFile,
 			CAFile:   contract.CAFile,
 		}
-		if t.Spec.Role == scitunnelv1.RoleInbound && len(t.Spec.Inbound.AllowedClients) > 0 {
-			// The user's allow-list, plus the ends the operator wired or exported itself.
+		// The user's allow-list, plus the ends the operator wired or exported itself. An Inbound
+		// with an operator-run CA always has one: it accepts only the identities it issued to
+		// peers that are still wired, so a refused or deleted peer's certificate stops working.
+		if t.Spec.Role == scitunnelv1.RoleInbound && (len(t.Spec.Inbound.AllowedClients) > 0 || certificates.ExportsBundle(t)) {
 			allowed := slices.Clone(t.Spec.Inbound.AllowedClients)
 			allowed = append(allowed, s.ends.PeerIDs...)
 			if certificates.ExportsBundle(t) {
@@ -131,6 +133,23 @@ func (r *Reconciler) reconcileConfig(ctx context.Context, s *scope) error {
 	if found && changed && cur.Data[contract.ConfigKey] != string(data) {
 		r.Recorder.Eventf(t, nil, corev1.EventTypeNormal, "ConfigurationChanged", "Update", "proxy configuration changed; rolling the proxy pods")
 	}
-	s.configHash = ssa.HashOf(data, s.registryJSON)
+	rolling, err := rollingPart(cfg)
+	if err != nil {
+		return err
+	}
+	s.configHash = ssa.HashOf(rolling, s.registryJSON)
 	return nil
+}
+
+// rollingPart is the configuration without what the proxies take in place (the allow-list of
+// client identities, re-read from config.json by `scitunnel run`): its hash goes on the pod
+// template, so admitting or revoking a peer rolls no pod and drops no other peer's connection.
+func rollingPart(cfg *config.Config) ([]byte, error) {
+	if cfg.TLS == nil || len(cfg.TLS.AllowedSANs) == 0 {
+		return cfg.Marshal()
+	}
+	c, tlsCfg := *cfg, *cfg.TLS
+	tlsCfg.AllowedSANs = nil
+	c.TLS = &tlsCfg
+	return c.Marshal()
 }

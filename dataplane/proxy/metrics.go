@@ -69,7 +69,7 @@ func newMetrics(tunnel string) *metrics {
 		}, []string{"reason"}),
 		configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scitunnel_proxy_config_reloads_total", ConstLabels: constLabels,
-			Help: "Changes of the configuration file applied or refused (run --watch-config only; the pods roll instead), by result.",
+			Help: "Changes of the configuration file applied or refused (run --watch-config), by result; allowed_clients counts changes of the allow-list of client identities, which the pods take in place.",
 		}, []string{"result"}),
 		fireflyDrops: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "scitunnel_proxy_fireflies_dropped_total", ConstLabels: constLabels,

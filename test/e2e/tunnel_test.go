@@ -235,6 +235,33 @@ var _ = Describe("A tunnel between a producer and a consumer", Ordered, func() {
 		Expect(res.Connections[0].PeerSHA256).To(Equal(res.Connections[0].SHA256), "the producer's checksum")
 	})
 
+	It("keeps carrying data across a CA rotation (scitunnel.io/rotate-ca), the stream open across it intact", func() {
+		// A stream that lasts past the kubelet's refresh of the re-issued Secrets (about a minute).
+		open := startLoadgen(consumer, "get", "--connect", consumerAddr(0), "--duration", "150s", "--rate", "50M")
+		out, err := kubectl("-n", testNS, "annotate", "streamtunnel", inbound, "--overwrite", "scitunnel.io/rotate-ca=e2e-"+strconv.FormatInt(time.Now().Unix(), 10))
+		Expect(err).NotTo(HaveOccurred(), out)
+		pemCount := func(name string) int {
+			var sec corev1.Secret
+			ExpectWithOffset(1, k8s.Get(ctx, client.ObjectKey{Namespace: testNS, Name: name}, &sec)).To(Succeed())
+			return strings.Count(string(sec.Data["ca.crt"]), "BEGIN CERTIFICATE")
+		}
+		Eventually(func(g Gomega) {
+			for _, name := range []string{inbound + "-ca", inbound + "-tls", inbound + "-bundle", outbound + "-tls"} {
+				g.Expect(pemCount(name)).To(Equal(2), "%s holds the old and the new CA during the overlap", name)
+			}
+		}, time.Minute, time.Second).Should(Succeed())
+		res, err := open.wait()
+		Expect(err).NotTo(HaveOccurred())
+		noCorruption(res)
+		Expect(res.Connections).To(HaveLen(1))
+		Expect(res.Connections[0].Error).To(BeEmpty(), "the stream open across the rotation")
+		// By now the pods have the re-issued certificates: new connections still get through.
+		res, err = loadgenRun(ctx, consumer, "get", "--connect", consumerAddr(1), "--bytes", "16M")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(res.Verified).To(BeTrue(), "after the rotation: %+v", res)
+		Expect(condition(getTunnel(inbound), "CertificateReady").Status).To(Equal(metav1.ConditionTrue))
+	})
+
 	It("shows live per-tag throughput within 15 s of traffic starting, within the error bound of the true bytes", func() {
 		// Ground truth, on the local cluster: every frame of both proxy pods, captured on the
 		// host end of their veths (the frames their sFlow sidecars sample), summed per flow

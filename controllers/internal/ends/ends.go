@@ -132,21 +132,15 @@ func (r Resolver) wireToInbound(ctx context.Context, t *scitunnelv1.StreamTunnel
 		return block(conditions.ReasonRemoteNotFoundOrNotAllowed, fmt.Sprintf("Inbound StreamTunnel %s does not exist or does not accept peers from namespace %q: "+
 			"fix spec.outbound.tunnelRef, or have that tunnel list %q in spec.inbound.allowedPeerNamespaces", key, t.Namespace, t.Namespace))
 	}
-	switch {
-	case !found:
+	if !found {
 		return block("RemoteNotFound", fmt.Sprintf("Inbound StreamTunnel %s not found: create it, or fix spec.outbound.tunnelRef", key))
-	case !in.DeletionTimestamp.IsZero():
-		return block("RemoteDeleting", fmt.Sprintf("Inbound StreamTunnel %s is being deleted", key))
-	case in.Spec.Role != scitunnelv1.RoleInbound || in.Spec.Inbound == nil:
-		return block("RemoteNotInbound", fmt.Sprintf("spec.outbound.tunnelRef names %s, which is an Outbound end: name the Inbound end", key))
-	case EffectiveProtocol(in) != EffectiveProtocol(t):
-		return block("ProtocolMismatch", fmt.Sprintf("protocol %s does not match the Inbound end %s (%s): set spec.protocol (and udpTransport) alike on both ends", EffectiveProtocol(t), key, EffectiveProtocol(in)))
+	}
+	if b := WiringProblem(in, t); b != nil {
+		e.Blocked = b
+		return nil
 	}
 	remote := InboundPorts(in.Spec.Inbound)
 	local := OutboundPorts(t.Spec.Outbound, remote)
-	if len(local) != len(remote) {
-		return block("PortCountMismatch", fmt.Sprintf("spec.outbound lists %d local ports but the Inbound end %s has %d streams: list one local port per stream, or omit them to reuse the Inbound's port numbers", len(local), key, len(remote)))
-	}
 	host := fmt.Sprintf("%s.%s.svc.%s", in.Name, in.Namespace, r.ClusterDomain)
 	e.Inbound = in
 	e.ListenPorts = local
@@ -159,7 +153,33 @@ func (r Resolver) wireToInbound(ctx context.Context, t *scitunnelv1.StreamTunnel
 	return nil
 }
 
-// findPeers lists the Outbound ends of this cluster wired to an Inbound.
+// WiringProblem says why the Outbound out cannot be wired to the Inbound in (nil when it can).
+// The Outbound's end reports it; the Inbound's end leaves such a peer off its list, and so off
+// the allow-list of client identities its proxies accept.
+func WiringProblem(in, out *scitunnelv1.StreamTunnel) *Blocked {
+	key := types.NamespacedName{Namespace: in.Namespace, Name: in.Name}
+	block := func(reason, msg string) *Blocked {
+		return &Blocked{Reason: reason, Message: msg, Degraded: true}
+	}
+	switch {
+	case !in.DeletionTimestamp.IsZero():
+		return block("RemoteDeleting", fmt.Sprintf("Inbound StreamTunnel %s is being deleted", key))
+	case in.Spec.Role != scitunnelv1.RoleInbound || in.Spec.Inbound == nil:
+		return block("RemoteNotInbound", fmt.Sprintf("spec.outbound.tunnelRef names %s, which is an Outbound end: name the Inbound end", key))
+	case !PeerAllowed(in, out.Namespace):
+		return block("PeerNamespaceNotAllowed", fmt.Sprintf("Inbound StreamTunnel %s does not accept peers from namespace %q: add it to that tunnel's spec.inbound.allowedPeerNamespaces", key, out.Namespace))
+	case EffectiveProtocol(in) != EffectiveProtocol(out):
+		return block("ProtocolMismatch", fmt.Sprintf("protocol %s does not match the Inbound end %s (%s): set spec.protocol (and udpTransport) alike on both ends", EffectiveProtocol(out), key, EffectiveProtocol(in)))
+	}
+	remote := InboundPorts(in.Spec.Inbound)
+	if local := OutboundPorts(out.Spec.Outbound, remote); len(local) != len(remote) {
+		return block("PortCountMismatch", fmt.Sprintf("spec.outbound lists %d local ports but the Inbound end %s has %d streams: list one local port per stream, or omit them to reuse the Inbound's port numbers", len(local), key, len(remote)))
+	}
+	return nil
+}
+
+// findPeers lists the Outbound ends of this cluster wired to an Inbound: those whose tunnelRef
+// names it and that WiringProblem does not refuse.
 func (r Resolver) findPeers(ctx context.Context, t *scitunnelv1.StreamTunnel, e *Ends) error {
 	var outs scitunnelv1.StreamTunnelList
 	if err := r.Reader.List(ctx, &outs, client.MatchingFields{indexes.InboundRef: t.Namespace + "/" + t.Name}); err != nil {
@@ -167,7 +187,7 @@ func (r Resolver) findPeers(ctx context.Context, t *scitunnelv1.StreamTunnel, e 
 	}
 	for i := range outs.Items {
 		o := &outs.Items[i]
-		if !o.DeletionTimestamp.IsZero() || !PeerAllowed(t, o.Namespace) {
+		if !o.DeletionTimestamp.IsZero() || o.Spec.Outbound == nil || WiringProblem(t, o) != nil {
 			continue
 		}
 		e.Peers = append(e.Peers, o.Namespace+"/"+o.Name)

@@ -46,6 +46,9 @@ type material struct {
 type Source struct {
 	files   Files
 	current atomic.Pointer[material]
+	// allowed is the Inbound end's allow-list, read per handshake so that a revoked identity
+	// is refused from the next handshake on without touching established connections.
+	allowed atomic.Pointer[allowList]
 	log     *slog.Logger
 
 	mu      sync.Mutex
@@ -58,6 +61,7 @@ func Load(files Files, log *slog.Logger) (*Source, error) {
 		log = slog.Default()
 	}
 	s := &Source{files: files, log: log}
+	s.allowed.Store(&allowList{})
 	m, err := read(files)
 	if err != nil {
 		return nil, err
@@ -150,21 +154,38 @@ func (s *Source) Valid(now time.Time) bool {
 	return !now.Before(l.NotBefore) && now.Before(l.NotAfter)
 }
 
+// SetAllowed replaces the allow-list of client identities (DNS, URI, IP or email SANs) that
+// ServerConfig's handshakes check; empty means any certificate the CA signed. It reports
+// whether the list changed. Established connections are not affected.
+func (s *Source) SetAllowed(names []string) bool {
+	next := newAllowList(names)
+	slices.Sort(next.names)
+	next.names = slices.Compact(next.names)
+	if slices.Equal(s.allowed.Load().names, next.names) {
+		return false
+	}
+	s.allowed.Store(&next)
+	return true
+}
+
 // ServerConfig is the Inbound end's configuration: TLS 1.3 only, a client certificate signed
-// by the current CA required, and (when allowed is not empty) one of its SANs on the list.
+// by the current CA required, and (when the allow-list is not empty) one of its SANs on the
+// list. allowed replaces the allow-list (SetAllowed); certificates, CA and allow-list are all
+// read per handshake.
 //
 // Session resumption is off: a resumed TLS 1.3 session skips the client's certificate, so for
 // the ticket's lifetime (up to 7 days) a client would get in on the identity and CA it had when
-// the ticket was issued, past a CA rotation or a renewed certificate. Every connection does a
-// full handshake instead, which costs a fraction of a millisecond per connection of a tunnel
-// whose connections carry bulk streams.
+// the ticket was issued, past a CA rotation, a renewed certificate or a revocation. Every
+// connection does a full handshake instead, which costs a fraction of a millisecond per
+// connection of a tunnel whose connections carry bulk streams.
 func (s *Source) ServerConfig(allowed []string) *tls.Config {
-	allow := newAllowList(allowed)
+	s.SetAllowed(allowed)
 	return &tls.Config{
 		MinVersion:             tls.VersionTLS13,
 		SessionTicketsDisabled: true,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			m := s.current.Load()
+			allow := s.allowed.Load()
 			return &tls.Config{
 				MinVersion:                  tls.VersionTLS13,
 				SessionTicketsDisabled:      true,
