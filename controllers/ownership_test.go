@@ -8,9 +8,9 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -77,7 +77,7 @@ func expectUntouched(g Gomega, obj client.Object, resourceVersion string) {
 // collectGarbage does what the garbage collector (which envtest does not run) does once a
 // tunnel is gone: it deletes the objects that name it as their owner.
 func collectGarbage(ns string, owner types.UID) {
-	lists := []client.ObjectList{&corev1.ServiceList{}, &appsv1.DeploymentList{}, &corev1.ConfigMapList{}, &corev1.SecretList{}}
+	lists := []client.ObjectList{&corev1.ServiceList{}, &appsv1.DeploymentList{}, &corev1.ConfigMapList{}, &corev1.SecretList{}, &networkingv1.NetworkPolicyList{}}
 	for _, l := range lists {
 		ExpectWithOffset(1, k8sClient.List(ctx, l, client.InNamespace(ns))).To(Succeed())
 		ExpectWithOffset(1, meta.EachListItem(l, func(o runtime.Object) error {
@@ -200,22 +200,23 @@ var _ = Describe("A child the API server refuses", func() {
 	It("puts the API server's answer in Degraded, and clears it once the apply succeeds", func() {
 		ns := newNamespace("refused")
 		t := inbound(ns, "greedy", func(t *scitunnelv1.StreamTunnel) {
-			t.Spec.Pod = &scitunnelv1.ProxyPodSpec{Resources: &corev1.ResourceRequirements{
-				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")},
-				Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")},
+			// Tolerations are Kubernetes' own type, passed through unchecked by the CRD: the
+			// Deployment's validation is the first to refuse a bad key.
+			t.Spec.Pod = &scitunnelv1.ProxyPodSpec{Tolerations: []corev1.Toleration{
+				{Key: "not a key!", Operator: corev1.TolerationOpExists},
 			}}
 		})
 		Expect(k8sClient.Create(ctx, t)).To(Succeed())
 		eventually(t, func(g Gomega) {
 			c := expectCondition(g, t.Status.Conditions, "Degraded", metav1.ConditionTrue, "ApplyFailed")
 			g.Expect(c.Message).To(ContainSubstring("Deployment greedy"))
-			g.Expect(c.Message).To(ContainSubstring("must be less than or equal to cpu limit"))
+			g.Expect(c.Message).To(ContainSubstring("tolerations"))
 		})
 
 		By("fixing the spec clears it")
 		Eventually(func(g Gomega) {
 			g.Expect(k8sClient.Get(ctx, key(t), t)).To(Succeed())
-			t.Spec.Pod.Resources.Limits = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4")}
+			t.Spec.Pod.Tolerations[0].Key = "dedicated"
 			g.Expect(k8sClient.Update(ctx, t)).To(Succeed())
 		}, timeout, interval).Should(Succeed())
 		Eventually(func() error { return k8sClient.Get(ctx, key(t), &appsv1.Deployment{}) }, timeout, interval).Should(Succeed())

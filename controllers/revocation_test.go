@@ -63,7 +63,7 @@ var _ = Describe("Revoking a peer", func() {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: partnerNS, Name: "refused-tls"}, &corev1.Secret{}))
 		}, timeout, interval).Should(BeTrue(), "the refused peer's client certificate Secret is removed")
 		eventually(refused, func(g Gomega) {
-			expectCondition(g, refused.Status.Conditions, "Ready", metav1.ConditionFalse, "PeerNamespaceNotAllowed")
+			expectCondition(g, refused.Status.Conditions, "Ready", metav1.ConditionFalse, "RemoteNotFoundOrNotAllowed")
 			g.Expect(refused.Status.Certificates).To(BeEmpty())
 		})
 		Eventually(func(g Gomega) { hasEvent(g, partnerNS, "ClientCertificateRemoved") }, timeout, interval).Should(Succeed())

@@ -9,12 +9,15 @@ package certificates
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -146,6 +149,11 @@ func (r *Reconciler) ensureCA(ctx context.Context, s *scope) (*caState, error) {
 		return nil, err
 	}
 	recorded := t.Annotations[AnnotationCAFingerprint]
+	if found && st != nil && !metav1.IsControlledBy(cur, t) && recorded == Fingerprint(st.signer.Cert.Raw) {
+		if err := r.adoptRestoredCA(ctx, t, cur); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case st != nil:
 	case recorded != "":
@@ -173,6 +181,27 @@ func (r *Reconciler) ensureCA(ctx context.Context, s *scope) (*caState, error) {
 		s.requeueAfter(st.until.Sub(s.now))
 	}
 	return st, nil
+}
+
+// adoptRestoredCA takes back a CA Secret restored from a backup without its owner reference
+// (a restore makes new UIDs) or labels: the fingerprint recorded on the tunnel proves it is this
+// tunnel's CA, so it is not a user's object of the same name (which the operator leaves alone).
+func (r *Reconciler) adoptRestoredCA(ctx context.Context, t *scitunnelv1.StreamTunnel, cur *corev1.Secret) error {
+	patch := client.MergeFrom(cur.DeepCopy())
+	labels := cur.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, child.Labels(t))
+	cur.SetLabels(labels)
+	refs := slices.DeleteFunc(cur.GetOwnerReferences(), func(o metav1.OwnerReference) bool { return o.Controller != nil && *o.Controller })
+	cur.SetOwnerReferences(append(refs, *metav1.NewControllerRef(t, scitunnelv1.GroupVersion.WithKind("StreamTunnel"))))
+	if err := r.Patch(ctx, cur, patch); err != nil {
+		return err
+	}
+	r.Recorder.Eventf(t, cur, corev1.EventTypeNormal, "CARestored", "IssueCertificate",
+		"adopted the restored CA Secret %s: its certificate is the CA recorded on this tunnel", cur.Name)
+	return nil
 }
 
 // readCA reads and parses the CA Secret. err is a read error (found false) or why the Secret
@@ -217,7 +246,8 @@ func (r *Reconciler) caUnavailable(s *scope, name string, found bool, err error)
 	if found {
 		what = fmt.Sprintf("the CA Secret %s/%s is unreadable (%v)", t.Namespace, name, err)
 	}
-	s.requeueAfter(time.Minute) // a Secret restored without its labels may not trigger a pass
+	// A Secret restored without its labels is not in the cache and triggers no pass: look again.
+	s.requeueAfter(cmp.Or(r.Options.UserObjectsRecheck, time.Minute))
 	s.set(metav1.ConditionFalse, ReasonCAUnavailable, fmt.Sprintf("%s, but a CA was issued for this tunnel (%s %s) and its certificate may have been copied to other sites: "+
 		"restore the Secret from a backup; or, to start over with a new CA (every copied bundle must then be replaced), delete the Secret and remove the annotation %s from this StreamTunnel",
 		what, AnnotationCAFingerprint, t.Annotations[AnnotationCAFingerprint], AnnotationCAFingerprint))

@@ -132,8 +132,10 @@ func (r *Reconciler) certManager(ctx context.Context, s *scope) error {
 		spec["usages"] = []any{"client auth", "digital signature"}
 	}
 	u.Object["spec"] = spec
+	// From the API server: a user's Secret of that name carries none of the operator's labels,
+	// so the cache does not hold it.
 	sec := &corev1.Secret{}
-	found, err := ssa.Get(ctx, r.Client, client.ObjectKey{Namespace: t.Namespace, Name: child.TLSSecretName(t)}, sec)
+	found, err := ssa.Get(ctx, r.APIReader, client.ObjectKey{Namespace: t.Namespace, Name: child.TLSSecretName(t)}, sec)
 	if err != nil {
 		return err
 	}
