@@ -380,3 +380,8 @@ bench-sflow: ## sFlow figures: decode+attribute samples/s on one core and x gofl
 
 TEST_PHASES_FUZZ += fuzz-short
 TEST_PHASES_BENCH += bench-sflow
+
+.PHONY: bench-abuse
+bench-abuse: ## Floods against the proxy (UDP sources, stalled TLS handshakes, half-closed connections), the sFlow analyzer (agents, forged sources) and the manager's registry fetcher: heap and goroutines at rest and under each, and what the caps turned away (root for the forged-source flood).
+	go test -run '^$$' -bench '^BenchmarkAbuse' -benchtime=1x ./dataplane/proxy/ ./dataplane/telemetry/analyzer/ ./controllers/scitagpolicy/
+TEST_PHASES_BENCH += bench-abuse
