@@ -121,7 +121,7 @@ func (s Setup) Register(mgr ctrl.Manager) error {
 			return err
 		}
 	}
-	return (&scitagpolicy.Reconciler{Client: c, UserObjects: mgr.GetAPIReader(), UserObjectsRecheck: o.UserObjectsRecheck, Registry: s.Registry, Clock: s.Clock}).SetupWithManager(mgr)
+	return (&scitagpolicy.Reconciler{Client: c, APIReader: mgr.GetAPIReader(), UserObjectsRecheck: o.UserObjectsRecheck, Registry: s.Registry, Clock: s.Clock}).SetupWithManager(mgr)
 }
 
 // CacheOptions keeps the manager's memory bounded in a shared cluster: Pods, Deployments,

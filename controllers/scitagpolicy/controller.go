@@ -49,9 +49,10 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	// Registry says which registry URLs may be fetched and how many are cached.
 	Registry RegistryOptions
-	// UserObjects reads the registry ConfigMaps users name, which the manager does not cache
-	// (controllers.CacheOptions): the API server, uncached. nil: the client above.
-	UserObjects client.Reader
+	// APIReader reads the registry ConfigMaps users name, which the manager does not cache
+	// (controllers.CacheOptions): the API server, uncached. nil: SetupWithManager sets the
+	// manager's, as the certificates controller does.
+	APIReader client.Reader
 	// UserObjectsRecheck is how often such a ConfigMap is read again (it is not watched).
 	// 0: a minute.
 	UserObjectsRecheck time.Duration
@@ -135,13 +136,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, nil
-}
-
-func (r *Reconciler) userObjects() client.Reader {
-	if r.UserObjects != nil {
-		return r.UserObjects
-	}
-	return r.Client
 }
 
 // applyRegistryConfigMap keeps "<policy>-registry" with the registry document (fetched, or
@@ -285,6 +279,9 @@ func (r *Reconciler) announce(p *scitunnelv1.ScitagPolicy, before *scitunnelv1.S
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
+	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
 	}
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorder("scitagpolicy-controller")

@@ -49,11 +49,12 @@ func newTestReconciler(t *testing.T, objs ...client.Object) *Reconciler {
 	}
 	c := b.Build()
 	return &Reconciler{
-		Client:   c,
-		Recorder: events.NewFakeRecorder(100),
-		Clock:    clocktesting.NewFakePassiveClock(time.Now()),
-		fetcher:  RegistryOptions{Egress: loopbackRules}.newFetcher(logr.Discard()),
-		applier:  &ssa.Applier{Client: c, Owner: child.FieldOwner},
+		Client:    c,
+		APIReader: c,
+		Recorder:  events.NewFakeRecorder(100),
+		Clock:     clocktesting.NewFakePassiveClock(time.Now()),
+		fetcher:   RegistryOptions{Egress: loopbackRules}.newFetcher(logr.Discard()),
+		applier:   &ssa.Applier{Client: c, Owner: child.FieldOwner},
 	}
 }
 

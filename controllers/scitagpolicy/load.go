@@ -124,7 +124,7 @@ func (r *Reconciler) loadConfigMap(ctx context.Context, p *scitunnelv1.ScitagPol
 	ref := p.Spec.Registry.ConfigMapRef
 	key := cmp.Or(ref.Key, "api.json")
 	var cm corev1.ConfigMap
-	if err := r.userObjects().Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: ref.Name}, &cm); err != nil {
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: ref.Name}, &cm); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return loadedRegistry{}, registryLoaded, err
 		}
